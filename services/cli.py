@@ -1,0 +1,112 @@
+"""The ``w2a`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="World2Act: world-model post-training and serving for robot policies.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def collect(
+    task: str = typer.Option("pick-place-v3", help="Meta-World v3 task name."),
+    episodes: int = typer.Option(10, min=1, help="Number of episodes to save."),
+    out: Path = typer.Option(..., help="Output directory (episodes + index.json)."),
+    size: int = typer.Option(64, min=16, max=512, help="Square image size in pixels."),
+    seed: int = typer.Option(0, min=0, help="First simulator seed; episode i uses seed + i."),
+    camera: str = typer.Option("corner", help="Meta-World camera name."),
+    max_steps: int = typer.Option(200, min=10, help="Step limit per episode."),
+    keep_failures: bool = typer.Option(False, help="Also save episodes the expert failed."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Roll out Meta-World scripted experts headless and save the episodes."""
+    from services.robot_sim.collect import CollectConfig, collect as run_collect
+    from services.robot_sim.metaworld_env import SimConfig
+
+    try:
+        sim = SimConfig(task=task, image_size=size, camera=camera, max_steps=max_steps)
+        report = run_collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed,
+                                                keep_failures=keep_failures), progress=not quiet)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"saved {report.saved}/{episodes} {task} episodes to {out} "
+               f"({report.attempted} attempted, {report.failures} failed)")
+    if report.saved < episodes:
+        _fail(f"only {report.saved} successful episodes after {report.attempted} attempts", 1)
+
+
+@app.command()
+def segment(
+    path: Path = typer.Argument(..., help="Episode directory (searched recursively) or .npz file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one list of episodes)."),
+) -> None:
+    """Split episodes into atomic skills; print the segments and which segmenter was used."""
+    from services.segmentation import segment_directory
+    from w2a_models.episodes import EpisodeFormatError
+
+    try:
+        results = segment_directory(path)
+    except EpisodeFormatError as exc:
+        _fail(str(exc))
+    if not results:
+        _fail(f"no episodes found under {path}")
+    if as_json:
+        json.dump(results, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return
+    for r in results:
+        spans = " | ".join(f"{s['start']}-{s['end']}" for s in r["segments"])
+        typer.echo(f"{Path(r['file']).name}: {r['task']} T={r['length']} "
+                   f"{r['segmenter']} ({r['reason']}) -> {r['num_segments']} segments [{spans}]")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run directory."),
+    episodes: int = typer.Option(3, min=1, help="Episodes per task."),
+    grasp_task: str = typer.Option("pick-place-v3"),
+    push_task: str = typer.Option("push-v3"),
+) -> None:
+    """The main job on embedded defaults: collect demos of a grasp and a push task, segment them."""
+    from services.robot_sim.collect import CollectConfig, collect as run_collect
+    from services.robot_sim.metaworld_env import SimConfig
+    from services.segmentation import segment_directory
+
+    summary = {}
+    for task in (grasp_task, push_task):
+        data_dir = out / "data" / task
+        report = run_collect(data_dir, CollectConfig(sim=SimConfig(task=task), episodes=episodes))
+        if report.saved < episodes:
+            _fail(f"{task}: only {report.saved} successful expert episodes", 1)
+        results = segment_directory(data_dir)
+        summary[task] = {
+            "episodes": len(results),
+            "segmenters": sorted({r["segmenter"] for r in results}),
+            "segments_per_episode": [r["num_segments"] for r in results],
+            "boundaries": [r["boundaries"] for r in results],
+        }
+        for r in results:
+            typer.echo(f"  {Path(r['file']).name}: {r['segmenter']} -> {r['num_segments']} "
+                       f"segments, cuts at {r['boundaries']} ({r['reason']})")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    typer.echo(json.dumps(summary, indent=1))
+    typer.echo(f"demo finished; data and summary.json under {out}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(argv)
+
+
+if __name__ == "__main__":
+    main()

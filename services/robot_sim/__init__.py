@@ -1,0 +1,1 @@
+"""Simulated robots: Meta-World environments, scripted experts and demo collection."""

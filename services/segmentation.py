@@ -1,0 +1,39 @@
+"""Segment episodes on disk into atomic skills and summarise the result (``w2a segment``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.skills import SegmenterConfig, Segmentation, change_points, gripper_states, segment_episode
+
+
+def segment_loaded(episode: Episode, config: SegmenterConfig = SegmenterConfig()) -> Segmentation:
+    return segment_episode(episode.gripper, episode.ee_pos, episode.object_pos, config)
+
+
+def summarise(path: Path, episode: Episode, seg: Segmentation, config: SegmenterConfig) -> dict[str, Any]:
+    return {
+        "file": str(path),
+        "task": episode.task,
+        "instruction": episode.instruction,
+        "length": episode.length,
+        "success": episode.success,
+        "segmenter": seg.segmenter,
+        "reason": seg.reason,
+        "num_segments": len(seg.segments),
+        "boundaries": seg.boundaries,
+        "segments": [
+            {"start": s.start, "end": s.end, "gripper_closed": s.gripper_closed} for s in seg.segments
+        ],
+        "gripper_changes": change_points(gripper_states(episode.gripper, config)),
+    }
+
+
+def segment_directory(root: str | Path, config: SegmenterConfig = SegmenterConfig()) -> list[dict[str, Any]]:
+    results = []
+    for path in find_episode_files(root):
+        episode = read_episode(path)
+        results.append(summarise(path, episode, segment_loaded(episode, config), config))
+    return results
