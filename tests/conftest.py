@@ -1,0 +1,7 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # 2-core machines thrash with more

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from w2a_models.episodes import (
+    Episode, EpisodeFormatError, EpisodeStore, find_episode_files, read_episode, write_episode,
+)
+
+
+def make_episode(T=12, task="pick-place-v3", seed=0):
+    rng = np.random.default_rng(seed)
+    return Episode(
+        frames=rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
+        actions=rng.standard_normal((T, 4)).astype(np.float32),
+        state=rng.standard_normal((T, 18)).astype(np.float32),
+        gripper=(np.arange(T) > T // 2).astype(np.float32),
+        instruction="pick up the puck", task=task, success=True, seed=seed,
+    )
+
+
+def test_round_trip_and_index(tmp_path):
+    store = EpisodeStore(tmp_path)
+    ep = make_episode()
+    store.add(ep)
+    store.add(make_episode(seed=1))
+    reopened = EpisodeStore(tmp_path)
+    assert len(reopened) == 2
+    back = next(iter(reopened))
+    np.testing.assert_array_equal(back.frames, ep.frames)
+    np.testing.assert_array_equal(back.actions, ep.actions)
+    assert back.instruction == ep.instruction and back.task == ep.task and back.seed == 0
+    assert find_episode_files(tmp_path) == reopened.paths()
+
+
+def test_corrupted_file_names_the_file(tmp_path):
+    path = write_episode(tmp_path / "ep.npz", make_episode())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(EpisodeFormatError, match="ep.npz"):
+        read_episode(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(EpisodeFormatError, match="junk.npz"):
+        read_episode(tmp_path / "junk.npz")
+
+
+def _write_raw(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_wrong_shapes_name_the_file(tmp_path):
+    ep = make_episode()
+    good = dict(frames=ep.frames, actions=ep.actions, state=ep.state, gripper=ep.gripper,
+                instruction=np.array("x"), task=np.array("t"))
+    cases = {
+        "short_actions.npz": dict(good, actions=ep.actions[:-1]),
+        "gray_frames.npz": dict(good, frames=ep.frames[..., 0]),
+        "float_frames.npz": dict(good, frames=ep.frames.astype(np.float32)),
+        "nan_actions.npz": dict(good, actions=np.full_like(ep.actions, np.nan)),
+    }
+    for name, arrays in cases.items():
+        path = _write_raw(tmp_path / name, **arrays)
+        with pytest.raises(EpisodeFormatError, match=name):
+            read_episode(path)
+    no_gripper = {k: v for k, v in good.items() if k != "gripper"}
+    with pytest.raises(EpisodeFormatError, match="missing arrays.*gripper"):
+        read_episode(_write_raw(tmp_path / "missing.npz", **no_gripper))
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    ep = make_episode()
+    path = tmp_path / "evil.npz"
+    np.savez(path, frames=ep.frames, actions=ep.actions, state=ep.state, gripper=ep.gripper,
+             instruction=np.array([{"a": 1}], dtype=object), task=np.array("t"))
+    with pytest.raises(EpisodeFormatError, match="evil.npz"):
+        read_episode(path)
+
+
+def test_bad_index_is_reported(tmp_path):
+    (tmp_path / "index.json").write_text("[1, 2")
+    with pytest.raises(EpisodeFormatError, match="index.json"):
+        EpisodeStore(tmp_path)
+    with pytest.raises(EpisodeFormatError, match="no such directory"):
+        find_episode_files(tmp_path / "nope")
