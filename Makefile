@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow clean protos
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -31,3 +31,6 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py

@@ -1,0 +1,1 @@
+"""Shared service plumbing: settings, auth, metrics, rollout log, proto stubs."""
