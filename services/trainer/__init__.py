@@ -1,0 +1,1 @@
+"""Training jobs: base-policy behaviour cloning, Stage 1 adapters, Stage 2 residual."""

@@ -1,0 +1,134 @@
+"""Behaviour cloning of the built-in TinyVLA base policy on collected demos (``w2a train-base``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from w2a_models.base_policy.tiny_vla import TinyVLA, TinyVLAConfig, TinyVLANet
+from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.text import shared_encoder
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    holdout_fraction: float = 0.2
+    seed: int = 0
+    eval_every: int = 200
+
+
+@dataclass
+class BCDataset:
+    """Every step t of every episode: (frame t, instruction, state t) -> actions t..t+M-1.
+
+    Chunks running past the episode end repeat the last action (the robot holds still).
+    """
+
+    frames: np.ndarray
+    text: np.ndarray
+    state: np.ndarray
+    targets: np.ndarray
+
+    @classmethod
+    def from_episodes(cls, episodes: list[Episode], chunk_size: int, encoder) -> "BCDataset":
+        frames, text, state, targets = [], [], [], []
+        embeddings = encoder.encode(sorted({e.instruction for e in episodes}))
+        by_text = dict(zip(sorted({e.instruction for e in episodes}), embeddings))
+        for ep in episodes:
+            padded = np.concatenate([ep.actions, np.repeat(ep.actions[-1:], chunk_size, 0)])
+            idx = np.arange(ep.length)[:, None] + np.arange(chunk_size)[None, :]
+            frames.append(ep.frames)
+            state.append(ep.state)
+            targets.append(padded[idx])
+            text.append(np.repeat(by_text[ep.instruction][None], ep.length, 0))
+        return cls(np.concatenate(frames), np.concatenate(text), np.concatenate(state),
+                   np.concatenate(targets).astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, ...]:
+        return (torch.from_numpy(self.frames[index]), torch.from_numpy(self.text[index]),
+                torch.from_numpy(self.state[index]), torch.from_numpy(self.targets[index]))
+
+
+def _split(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    n_hold = int(round(len(paths) * fraction)) if len(paths) > 1 else 0
+    n_hold = min(max(n_hold, 1 if len(paths) > 1 else 0), len(paths) - 1)
+    hold = {int(i) for i in order[:n_hold]}
+    return ([p for i, p in enumerate(paths) if i not in hold], [p for i, p in enumerate(paths) if i in hold])
+
+
+@torch.no_grad()
+def _eval_loss(net: TinyVLANet, data: BCDataset, batch_size: int = 256) -> float:
+    net.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        index = np.arange(start, min(start + batch_size, len(data)))
+        images, text, state, target = data.batch(index)
+        pred, _ = net(images, text, state)
+        target_n = (target - net.action_mean) / net.action_std
+        total += torch.nn.functional.mse_loss(pred, target_n, reduction="sum").item()
+        count += target.numel()
+    net.train()
+    return total / max(count, 1)
+
+
+def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = TinyVLAConfig(),
+               config: BCConfig = BCConfig(), progress: bool = True) -> dict:
+    """Train TinyVLA by BC; returns and saves a JSON report next to the checkpoint."""
+    torch.manual_seed(config.seed)
+    paths = find_episode_files(data_dir)
+    if not paths:
+        raise ValueError(f"no episodes under {data_dir}")
+    train_paths, hold_paths = _split(paths, config.holdout_fraction, config.seed)
+    encoder = shared_encoder()
+    train_eps = [read_episode(p) for p in train_paths]
+    size = train_eps[0].frames.shape[1]
+    if size != model.image_size:
+        model = TinyVLAConfig(**{**asdict(model), "image_size": size})
+    train = BCDataset.from_episodes(train_eps, model.chunk_size, encoder)
+    hold = BCDataset.from_episodes([read_episode(p) for p in hold_paths], model.chunk_size,
+                                   encoder) if hold_paths else None
+    net = TinyVLANet(model)
+    net.set_normalisation(train.state, train.targets.reshape(-1, model.action_dim))
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
+    rng = np.random.default_rng(config.seed)
+    history = []
+    bar = tqdm(range(config.steps), desc="train-base", disable=not progress)
+    for step in bar:
+        index = rng.integers(0, len(train), config.batch_size)
+        images, text, state, target = train.batch(index)
+        pred, _ = net(images, text, state)
+        loss = torch.nn.functional.mse_loss(pred, (target - net.action_mean) / net.action_std)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.steps:
+            record = {"step": step + 1, "train_loss": float(loss.item())}
+            if hold is not None:
+                record["heldout_loss"] = _eval_loss(net, hold)
+            history.append(record)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "step"})
+    policy = TinyVLA(net, encoder)
+    policy.save(out)
+    report = {
+        "episodes_train": len(train_paths), "episodes_heldout": len(hold_paths),
+        "samples_train": len(train), "final_train_loss": history[-1]["train_loss"],
+        "final_heldout_loss": history[-1].get("heldout_loss"), "history": history,
+        "config": asdict(config), "model": asdict(model),
+    }
+    Path(out, "train_report.json").write_text(json.dumps(report, indent=1))
+    return report
