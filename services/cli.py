@@ -104,6 +104,62 @@ def demo(
     typer.echo(f"demo finished; data and summary.json under {out}")
 
 
+serve_app = typer.Typer(no_args_is_help=True, help="Run a service in the foreground.")
+app.add_typer(serve_app, name="serve")
+
+
+@serve_app.command("policy")
+def serve_policy(
+    host: Optional[str] = typer.Option(None, help="Bind address (W2A_POLICY_HOST)."),
+    port: Optional[int] = typer.Option(None, help="gRPC port (W2A_POLICY_PORT, default 50051)."),
+    base: Optional[Path] = typer.Option(None, help="TinyVLA checkpoint (W2A_POLICY_BASE_CHECKPOINT)."),
+    state_dir: Optional[Path] = typer.Option(None, help="Residual versions and spool (W2A_POLICY_STATE_DIR)."),
+) -> None:
+    """The gRPC policy server (a_base + a_residual). Other settings: W2A_POLICY_* variables."""
+    from pydantic import ValidationError
+
+    from services.policy.app import run_policy_server
+    from services.policy.settings import PolicySettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "base_checkpoint": base,
+                                   "state_dir": state_dir}.items() if v is not None}
+    try:
+        settings = PolicySettings(**overrides)
+    except ValidationError as exc:
+        _fail(f"bad policy settings: {exc}")
+    try:
+        run_policy_server(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command("train-base")
+def train_base_cmd(
+    data: Path = typer.Option(..., help="Episode directory (from `w2a collect`)."),
+    out: Path = typer.Option(..., help="Checkpoint directory to write."),
+    steps: int = typer.Option(2000, min=1),
+    batch_size: int = typer.Option(64, min=1),
+    chunk_size: int = typer.Option(8, min=1, help="Actions per predicted chunk (M)."),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Train the built-in TinyVLA base policy by behaviour cloning; prints held-out loss."""
+    import torch
+
+    from services.trainer.base_bc import BCConfig, train_base
+    from w2a_models.base_policy.tiny_vla import TinyVLAConfig
+    from w2a_models.episodes import EpisodeFormatError
+
+    torch.set_num_threads(1)
+    try:
+        report = train_base(data, out, TinyVLAConfig(chunk_size=chunk_size),
+                            BCConfig(steps=steps, batch_size=batch_size, seed=seed,
+                                     eval_every=max(1, min(200, steps))), progress=not quiet)
+    except (ValueError, EpisodeFormatError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     app(argv)
 

@@ -1,0 +1,190 @@
+"""Rollout logging off the hot path: bounded queue -> Redis Stream, with a disk spool.
+
+``log()`` never blocks: records go into a bounded deque (when full, the oldest record is dropped
+and counted). A writer thread moves them to the stream with ``XADD MAXLEN ~`` in pipelined
+batches, as msgpack (never pickle). When Redis is unreachable the writer appends records to an
+on-disk spool (length-prefixed msgpack frames, fsynced) and keeps retrying; once Redis answers
+again the spool is replayed in order before any newer record, then truncated. Delivery is
+at-least-once: a crash during replay can repeat records, so each carries a unique ``id``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+import redis
+
+log = logging.getLogger(__name__)
+
+STREAM_FIELD = "data"
+
+
+def pack_record(record: dict[str, Any]) -> bytes:
+    return msgpack.packb(record, use_bin_type=True)
+
+
+def unpack_record(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class DiskSpool:
+    """Append-only file of length-prefixed msgpack records."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, payloads: list[bytes]) -> None:
+        with open(self.path, "ab") as fh:
+            for payload in payloads:
+                fh.write(struct.pack(">I", len(payload)))
+                fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_all(self) -> list[bytes]:
+        if not self.path.exists():
+            return []
+        data = self.path.read_bytes()
+        out, offset = [], 0
+        while offset + 4 <= len(data):
+            (length,) = struct.unpack_from(">I", data, offset)
+            if offset + 4 + length > len(data):
+                log.warning("spool %s ends in a torn record; ignoring its last %d bytes",
+                            self.path, len(data) - offset)
+                break
+            out.append(data[offset + 4 : offset + 4 + length])
+            offset += 4 + length
+        return out
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.read_all())
+
+
+class RolloutLogger:
+    def __init__(
+        self,
+        redis_url: str,
+        stream: str,
+        spool_path: str | Path,
+        maxlen: int = 200_000,
+        queue_size: int = 10_000,
+        batch_size: int = 256,
+        retry_interval: float = 0.5,
+        on_change: Callable[["RolloutLogger"], None] | None = None,
+    ) -> None:
+        self.stream = stream
+        self.maxlen = maxlen
+        self.batch_size = batch_size
+        self.retry_interval = retry_interval
+        self.spool = DiskSpool(spool_path)
+        self.on_change = on_change
+        self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        self._queue: collections.deque[bytes] = collections.deque(maxlen=queue_size)
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        self.written = 0
+        self.spooled = len(self.spool)  # records waiting in the spool (survives restarts)
+        self.redis_up = True
+
+    # -- producer side (event loop; never blocks) -----------------------------------------------
+
+    def log(self, record: dict[str, Any]) -> None:
+        payload = pack_record(record)
+        with self._cond:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1  # deque drops the oldest on append
+            self._queue.append(payload)
+            self._cond.notify()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- writer thread --------------------------------------------------------------------------
+
+    def start(self) -> "RolloutLogger":
+        self._thread = threading.Thread(target=self._run, name="rollout-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Flush the queue (to Redis, or to the spool if Redis is down) and stop."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        remaining = self._take(len(self._queue))
+        if remaining:  # writer did not finish in time: keep the data on disk
+            self.spool.append(remaining)
+            self.spooled += len(remaining)
+
+    def _take(self, n: int) -> list[bytes]:
+        with self._cond:
+            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+
+    def _xadd(self, payloads: list[bytes]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for payload in payloads:
+            pipe.xadd(self.stream, {STREAM_FIELD: payload}, maxlen=self.maxlen, approximate=True)
+        pipe.execute()
+
+    def _replay_spool(self) -> None:
+        pending = self.spool.read_all()
+        for start in range(0, len(pending), self.batch_size):
+            self._xadd(pending[start : start + self.batch_size])
+        if pending:
+            log.info("replayed %d spooled rollout records", len(pending))
+        self.spool.clear()
+        self.written += len(pending)
+        self.spooled = 0
+
+    def _notify(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stop and not self.spooled:
+                    self._cond.wait(timeout=self.retry_interval)
+                stopping = self._stop
+            batch = self._take(self.batch_size)
+            try:
+                if self.spooled:
+                    self._replay_spool()  # everything spooled goes before newer records
+                if batch:
+                    self._xadd(batch)
+                    self.written += len(batch)
+                if not self.redis_up:
+                    log.info("redis is back; rollout logging resumed")
+                self.redis_up = True
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if self.redis_up:
+                    log.warning("redis unreachable (%s); spooling rollouts to %s", exc, self.spool.path)
+                self.redis_up = False
+                rest = batch + (self._take(len(self._queue)) if stopping else [])
+                if rest:
+                    self.spool.append(rest)
+                    self.spooled += len(rest)
+                if stopping:
+                    self._notify()
+                    return
+                time.sleep(self.retry_interval)
+            self._notify()
+            if stopping and not self._queue:
+                return

@@ -1,0 +1,48 @@
+"""Assemble a policy server from settings: base policy, rollout logger, embedded Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from services.common.redis_server import EmbeddedRedis
+from services.common.rollout_log import RolloutLogger
+from services.policy.server import PolicyServer
+from services.policy.settings import PolicySettings
+from w2a_models.base_policy import BasePolicy
+
+
+def load_base(settings: PolicySettings) -> BasePolicy:
+    from w2a_models.base_policy.tiny_vla import TinyVLA
+
+    if settings.base_checkpoint is None:
+        raise ValueError("set W2A_POLICY_BASE_CHECKPOINT to a TinyVLA checkpoint directory "
+                         "(train one with `w2a train-base`)")
+    return TinyVLA.load(settings.base_checkpoint)
+
+
+def run_policy_server(settings: PolicySettings, base: BasePolicy | None = None) -> None:
+    """Blocking entry point of ``w2a serve policy``; returns after SIGTERM/SIGINT."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = base or load_base(settings)
+    embedded = None
+    rollouts = None
+    if settings.log_rollouts:
+        url = settings.redis_url or os.environ.get("W2A_REDIS_URL")
+        if not url:
+            embedded = EmbeddedRedis(Path(settings.state_dir) / "redis").start()
+            url = embedded.url
+            logging.getLogger(__name__).info("embedded redis at %s", url)
+        rollouts = RolloutLogger(url, settings.rollout_stream, Path(settings.state_dir) / "rollouts.spool",
+                                 maxlen=settings.stream_maxlen, queue_size=settings.log_queue_size)
+    server = PolicyServer(settings, base, rollouts)
+    try:
+        asyncio.run(server.serve_until_signal())
+    finally:
+        if embedded is not None:
+            embedded.stop()

