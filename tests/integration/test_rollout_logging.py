@@ -1,0 +1,96 @@
+"""Rollout records reach a real Redis Stream, and survive a Redis outage through the disk spool."""
+
+import time
+
+import numpy as np
+import redis
+
+from services.common.redis_server import EmbeddedRedis
+from services.common.rollout_log import STREAM_FIELD, RolloutLogger, unpack_record
+from services.policy.client import PolicyClient
+from services.policy.server import PolicyServer
+from tests.policy_helpers import ROBOT, ServerThread, observation, settings, tiny_base
+
+STREAM = "w2a:rollouts"
+
+
+def _records(url):
+    entries = redis.Redis.from_url(url).xrange(STREAM)
+    return [unpack_record(fields[STREAM_FIELD.encode()]) for _, fields in entries]
+
+
+def _wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
+    base = tiny_base()
+    images, state = observation()
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
+        with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
+            with PolicyClient(srv.target, ROBOT) as client:
+                for step in range(3):
+                    client.act("r1", images, state, "push the puck", episode_id="ep1", step=step * 4,
+                               skill="push")
+                client.end_episode("r1", "ep1", 12, success=True)
+        records = _records(rds.url)  # the server stop flushed the queue
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [0, 4, 8]
+    first = steps[0]
+    assert first["robot_id"] == "r1" and first["skill"] == "push" and first["policy_version"] == 0
+    np.testing.assert_allclose(np.frombuffer(first["state"], np.float32), state)
+    final = np.frombuffer(first["final"], np.float32).reshape(first["chunk"])
+    assert final.shape == (4, 4)
+    assert np.frombuffer(first["images"]["corner"]["data"], np.uint8).size == 32 * 32 * 3
+    assert records[-1] == {**records[-1], "kind": "episode_end", "success": True, "episode_id": "ep1"}
+
+
+def test_redis_outage_spools_and_replays_in_order_exactly_once(tmp_path):
+    rds = EmbeddedRedis(tmp_path / "redis").start()
+    logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool", retry_interval=0.1).start()
+    try:
+        for i in range(5):
+            logger.log({"kind": "step", "id": f"a/{i}", "i": i})
+        assert _wait_for(lambda: logger.written == 5)
+        rds.kill()  # kill -9: Redis is gone, with AOF on disk
+        for i in range(5, 25):
+            logger.log({"kind": "step", "id": f"a/{i}", "i": i})
+        assert _wait_for(lambda: logger.spooled > 0 and not logger.redis_up)
+        rds.start()  # same port and data dir
+        for i in range(25, 30):
+            logger.log({"kind": "step", "id": f"a/{i}", "i": i})
+        assert _wait_for(lambda: logger.spooled == 0 and logger.written == 30)
+        ids = [r["i"] for r in _records(rds.url)]
+        assert ids == list(range(30)), ids
+        assert not (tmp_path / "spool").exists()
+    finally:
+        logger.stop()
+        rds.stop()
+
+
+def test_full_queue_drops_oldest_and_never_blocks(tmp_path):
+    logger = RolloutLogger("redis://127.0.0.1:1/0", STREAM, tmp_path / "spool", queue_size=3)
+    start = time.perf_counter()
+    for i in range(10):
+        logger.log({"i": i})
+    assert time.perf_counter() - start < 0.5
+    assert logger.dropped == 7 and logger.queue_depth == 3
+
+
+def test_records_spooled_at_shutdown_are_replayed_by_the_next_logger(tmp_path):
+    dead = RolloutLogger("redis://127.0.0.1:1/0", STREAM, tmp_path / "spool", retry_interval=0.05).start()
+    for i in range(4):
+        dead.log({"i": i})
+    dead.stop()
+    assert dead.spooled == 4
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        fresh = RolloutLogger(rds.url, STREAM, tmp_path / "spool").start()
+        assert _wait_for(lambda: fresh.spooled == 0)
+        fresh.stop()
+        assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3]
