@@ -160,6 +160,38 @@ def train_base_cmd(
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}))
 
 
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks over real servers (JSON output).")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("policy")
+def bench_policy_cmd(
+    robots: int = typer.Option(16, min=1, help="Concurrent robots (closed loop)."),
+    seconds: float = typer.Option(5.0, min=0.5, help="Duration of each load run."),
+    image_size: int = typer.Option(64, min=16),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Latency, batching gain and logging overhead of the policy server on loopback."""
+    from services.bench import bench_policy
+
+    result = bench_policy(robots, seconds, image_size,
+                          progress=(lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
+@bench_app.command("weights")
+def bench_weights_cmd(
+    pushes: int = typer.Option(10, min=1),
+    robots: int = typer.Option(4, min=0, help="Robots acting during the pushes."),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON result."),
+) -> None:
+    """Push-to-live time of residual updates while robots act, and failed acts."""
+    from services.bench import bench_weights
+
+    result = bench_weights(pushes, robots, progress=(lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     app(argv)
 

@@ -68,6 +68,7 @@ class PolicyEngine:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-forward")
         self._running = False
+        self._busy = False  # did requests overlap lately? only then is waiting for a batch worth it
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -107,7 +108,10 @@ class PolicyEngine:
                 stopping = True
                 continue
             batch = [item]
-            deadline = loop.time() + self.batching.max_wait_ms / 1000.0
+            # A lone robot should not pay the batching window: wait for company only when
+            # requests have been overlapping (a multi-item batch, or arrivals during a forward).
+            wait_s = self.batching.max_wait_ms / 1000.0 if self._busy else 0.0
+            deadline = loop.time() + wait_s
             while len(batch) < self.batching.max_batch:
                 timeout = deadline - loop.time()
                 try:
@@ -126,6 +130,8 @@ class PolicyEngine:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            finally:
+                self._busy = len(batch) > 1 or not queue.empty()
             for (_, fut), out in zip(batch, outputs):
                 if not fut.done():
                     fut.set_result(out)

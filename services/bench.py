@@ -1,0 +1,205 @@
+"""Benchmarks of the policy server over real gRPC on loopback (``w2a bench …``, JSON output).
+
+Each configuration runs a real ``w2a serve policy`` process; the load generator runs in this
+process with one asyncio client per robot, each acting in a closed loop (send, wait, send), as
+robot controllers do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from services.common.redis_server import EmbeddedRedis, free_port
+
+ROBOT, TRAINER = "bench-robot", "bench-trainer"
+INSTRUCTION = "pick up the puck and place it at the goal"
+
+
+def _tiny_base(image_size: int):
+    import torch
+
+    from w2a_models.base_policy.tiny_vla import TinyVLA, TinyVLAConfig, TinyVLANet
+
+    torch.manual_seed(0)
+    return TinyVLA(TinyVLANet(TinyVLAConfig(image_size=image_size)))
+
+
+@contextmanager
+def policy_process(base_dir: Path, state_dir: Path, redis_url: str | None, **settings):
+    port = free_port()
+    env = {**os.environ, "W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": "0",
+           "W2A_POLICY_BASE_CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state_dir),
+           "W2A_POLICY_ROBOT_TOKENS": f'["{ROBOT}"]', "W2A_POLICY_TRAINER_TOKEN": TRAINER,
+           "W2A_POLICY_LOG_ROLLOUTS": "true" if redis_url else "false",
+           **({"W2A_POLICY_REDIS_URL": redis_url} if redis_url else {}),
+           **{f"W2A_POLICY_{k.upper()}": str(v) for k, v in settings.items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "policy"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from services.policy.client import PolicyClient
+
+        with PolicyClient(f"127.0.0.1:{port}", ROBOT) as probe:
+            probe.wait_ready(120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _observation(size: int):
+    rng = np.random.default_rng(0)
+    return {"corner": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)}, rng.standard_normal(18)
+
+
+async def _load(target: str, robots: int, seconds: float, size: int) -> dict:
+    from services.policy.client import AsyncPolicyClient, act_request
+
+    images, state = _observation(size)
+    latencies: list[float] = []
+    errors = 0
+    clients = [AsyncPolicyClient(target, ROBOT, retries=0) for _ in range(robots)]
+
+    async def robot(i: int, client) -> None:
+        nonlocal errors
+        step = 0
+        request = act_request(f"robot-{i}", images, state, INSTRUCTION, episode_id=f"ep-{i}")
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            request.step = step
+            t0 = time.perf_counter()
+            try:
+                await client.act_request(request)
+                latencies.append((time.perf_counter() - t0) * 1e3)
+            except Exception:
+                errors += 1
+            step += 1
+
+    for c in clients:  # warm-up: connect every channel first
+        await c.info()
+    start = time.perf_counter()
+    await asyncio.gather(*(robot(i, c) for i, c in enumerate(clients)))
+    elapsed = time.perf_counter() - start
+    for c in clients:
+        await c.close()
+    lat = np.asarray(latencies)
+    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "rps": len(lat) / elapsed, "requests": len(lat), "errors": errors}
+
+
+def _bare_forward_ms(base, size: int, repeats: int = 200) -> float:
+    """The same model called in-process, batch 1: base forward + a residual forward."""
+    import torch
+
+    from w2a_models.base_policy import ObservationBatch
+    from w2a_models.residual import ResidualConfig, ResidualPolicy
+
+    spec = base.spec
+    residual = ResidualPolicy(ResidualConfig(spec.feature_dim, spec.action_dim, spec.chunk_size))
+    images, state = _observation(size)
+    batch = ObservationBatch({"corner": images["corner"][None]}, state[None].astype(np.float32),
+                             [INSTRUCTION])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = base.predict(batch)
+        with torch.no_grad():
+            residual(torch.from_numpy(out.features), torch.from_numpy(out.actions))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times[repeats // 10 :]))
+
+
+def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, progress=print) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp:
+        tmp = Path(tmp)
+        base = _tiny_base(image_size)
+        base.save(tmp / "base")
+        bare = _bare_forward_ms(base, image_size)
+        with EmbeddedRedis(tmp / "redis") as rds:
+            def run(name, robots_, redis_url, **settings):
+                progress(f"bench policy: {name}")
+                with policy_process(tmp / "base", tmp / name, redis_url, **settings) as target:
+                    return asyncio.run(_load(target, robots_, seconds, image_size))
+
+            single = run("single", 1, rds.url)
+            batched = run("batched", robots, rds.url)
+            unbatched = run("unbatched", robots, rds.url, max_batch=1)
+            no_log = run("nolog", robots, None)
+    return {
+        "robots": robots, "seconds_per_run": seconds,
+        "p50_ms": batched["p50_ms"], "p99_ms": batched["p99_ms"], "errors": batched["errors"],
+        "bare_forward_p50_ms": bare,
+        "single_robot_p50_ms": single["p50_ms"],
+        "overhead_p50_ms": single["p50_ms"] - bare,
+        "batched_rps": batched["rps"], "unbatched_rps": unbatched["rps"],
+        "batching_gain": batched["rps"] / unbatched["rps"],
+        "unlogged_rps": no_log["rps"],
+        "logging_overhead_pct": 100.0 * (no_log["rps"] - batched["rps"]) / no_log["rps"],
+    }
+
+
+def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progress=print) -> dict:
+    import torch
+
+    from services.policy.client import PolicyClient
+    from w2a_models.checkpoints import pack_tensors
+    from w2a_models.residual import ResidualConfig, ResidualPolicy
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp:
+        tmp = Path(tmp)
+        base = _tiny_base(image_size)
+        base.save(tmp / "base")
+        spec = base.spec
+        images, state = _observation(image_size)
+        progress("bench weights: pushing while robots act")
+        with policy_process(tmp / "base", tmp / "state", None) as target:
+            stop, failed, acts = threading.Event(), [0], [0]
+
+            def robot(i: int) -> None:
+                with PolicyClient(target, ROBOT, retries=0) as client:
+                    while not stop.is_set():
+                        try:
+                            client.act(f"r{i}", images, state, INSTRUCTION)
+                            acts[0] += 1
+                        except Exception:
+                            failed[0] += 1
+
+            threads = [threading.Thread(target=robot, args=(i,), daemon=True) for i in range(robots)]
+            for t in threads:
+                t.start()
+            live_ms, blob_bytes = [], 0
+            with PolicyClient(target, TRAINER) as trainer, PolicyClient(target, ROBOT) as probe:
+                for version in range(1, pushes + 1):
+                    cfg = ResidualConfig(spec.feature_dim, spec.action_dim, spec.chunk_size)
+                    blob, manifest = pack_tensors(ResidualPolicy(cfg).state_dict(), str(version),
+                                                  str(version - 1) if version > 1 else None, cfg.__dict__)
+                    blob_bytes = len(blob)
+                    t0 = time.perf_counter()
+                    trainer.push_residual(blob, manifest)
+                    while probe.act("probe", images, state, INSTRUCTION).version < version:
+                        pass
+                    live_ms.append((time.perf_counter() - t0) * 1e3)
+                    time.sleep(0.1)
+            stop.set()
+            for t in threads:
+                t.join(10)
+    return {"pushes": pushes, "robots": robots, "blob_bytes": blob_bytes,
+            "push_to_live_ms_p50": float(np.median(live_ms)), "push_to_live_ms_max": float(max(live_ms)),
+            "acts_during_pushes": acts[0], "failed_acts": failed[0]}
