@@ -91,7 +91,7 @@ class RolloutLogger:
         self.spool = DiskSpool(spool_path)
         self.on_change = on_change
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
-        self._queue: collections.deque[bytes] = collections.deque(maxlen=queue_size)
+        self._queue: collections.deque[dict] = collections.deque(maxlen=queue_size)
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -103,11 +103,11 @@ class RolloutLogger:
     # -- producer side (event loop; never blocks) -----------------------------------------------
 
     def log(self, record: dict[str, Any]) -> None:
-        payload = pack_record(record)
+        """Queue a record; packing happens on the writer thread, off the caller's hot path."""
         with self._cond:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1  # deque drops the oldest on append
-            self._queue.append(payload)
+            self._queue.append(record)
             self._cond.notify()
 
     @property
@@ -135,7 +135,8 @@ class RolloutLogger:
 
     def _take(self, n: int) -> list[bytes]:
         with self._cond:
-            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            records = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+        return [pack_record(r) for r in records]
 
     def _xadd(self, payloads: list[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
