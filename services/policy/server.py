@@ -26,6 +26,7 @@ from services.policy.engine import BatchConfig, PolicyEngine, StepOutput
 from services.policy.metrics import PolicyMetrics
 from services.policy.observation import InvalidRequest, parse_request
 from services.policy.safety import SafetyConfig
+from services.policy.sessions import SessionTable
 from services.policy.settings import PolicySettings
 from services.policy.weights import ResidualShape, ResidualStore, WeightRejected
 from w2a_models.base_policy import BasePolicy
@@ -50,6 +51,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         self.auth = auth
         self.metrics = metrics
         self.rollouts = rollouts
+        self.sessions = SessionTable(settings.smooth_steps)
         self._swap_lock = asyncio.Lock()
 
     # -- acting --------------------------------------------------------------------------------
@@ -60,12 +62,14 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             if not request.robot_id:
                 await self._reject(context, "robot_id: must not be empty")
             self._log_episode_end(request)
+            self.sessions.end(request.robot_id)
             return pb.ActResponse(step=request.step, episode_ended=True)
         try:
             step = parse_request(request, self.base.spec, self.settings.max_instruction_chars)
         except InvalidRequest as exc:
             await self._reject(context, str(exc))
         out = await self.engine.act(step)
+        out.final = self.sessions.apply(request.robot_id, request.episode_id, out.final)
         spec = self.base.spec
         server_ms = (time.perf_counter() - received) * 1e3
         self.metrics.latency.labels(method).observe(server_ms / 1e3)

@@ -24,6 +24,7 @@ class PolicySettings(BaseSettings):
     action_low: list[float] = [-1.0, -1.0, -1.0, -1.0]
     action_high: list[float] = [1.0, 1.0, 1.0, 1.0]
     residual_max_norm: float = Field(0.5, ge=0)
+    smooth_steps: int = Field(0, ge=0)  # cross-fade at chunk boundaries (see sessions.py); 0 = off
 
     auth_enabled: bool = True  # turning auth off must be explicit
     robot_tokens: list[str] = []

@@ -88,3 +88,21 @@ def test_engine_stop_drains_queued_requests():
         return await asyncio.gather(*tasks)
 
     assert len(asyncio.run(run())) == 6
+
+
+def test_sessions_track_episodes_and_crossfade_chunk_boundaries():
+    from services.policy.sessions import SessionTable
+
+    table = SessionTable(smooth_steps=2)
+    first = np.zeros((4, 2), np.float32)
+    np.testing.assert_array_equal(table.apply("r", "e1", first), first)  # no history: unchanged
+    second = np.ones((4, 2), np.float32)
+    out = table.apply("r", "e1", second)
+    np.testing.assert_allclose(out[:, 0], [1 / 3, 2 / 3, 1.0, 1.0], atol=1e-6)
+    assert table.get("r").steps_served == 2
+    # a new episode starts fresh
+    np.testing.assert_array_equal(table.apply("r", "e2", second), second)
+    assert table.get("r").steps_served == 1
+    table.end("r")
+    assert table.get("r") is None
+    assert SessionTable(smooth_steps=0).apply("x", "e", second) is second
