@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import msgpack
+import numpy as np
 import redis
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,17 @@ log = logging.getLogger(__name__)
 STREAM_FIELD = "data"
 
 
+def _encode_extra(value: Any) -> Any:
+    """numpy arrays travel as their raw bytes (shapes are recorded beside them)."""
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value).tobytes()
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot log a {type(value).__name__}")
+
+
 def pack_record(record: dict[str, Any]) -> bytes:
-    return msgpack.packb(record, use_bin_type=True)
+    return msgpack.packb(record, use_bin_type=True, default=_encode_extra)
 
 
 def unpack_record(data: bytes) -> dict[str, Any]:

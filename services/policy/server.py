@@ -180,20 +180,18 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     def _log_step(self, req: pb.ActRequest, images, state, out: StepOutput, server_ms: float) -> None:
         if self.rollouts is None:
             return
+        # Arrays go in as they are: the writer thread turns them into bytes when it packs.
         record = {
             "kind": "step", "id": f"{req.robot_id}/{req.episode_id}/{req.step}",
             "robot_id": req.robot_id, "session_id": req.session_id, "episode_id": req.episode_id,
             "step": req.step, "instruction": req.instruction, "skill": req.skill,
             "base_only": req.base_only, "policy_version": out.version, "fallback": out.fallback,
-            "state": state.astype(np.float32).tobytes(),
-            "chunk": list(out.final.shape),
-            "base": out.base.astype(np.float32).tobytes(),
-            "residual": out.residual.astype(np.float32).tobytes(),
-            "final": out.final.astype(np.float32).tobytes(),
+            "state": state, "chunk": list(out.final.shape),
+            "base": out.base, "residual": out.residual, "final": out.final,
             "client_time": req.client_time, "server_time": time.time(), "server_ms": server_ms,
         }
         if self.settings.log_images:
-            record["images"] = {name: {"shape": list(img.shape), "data": img.tobytes()}
+            record["images"] = {name: {"shape": list(img.shape), "data": img}
                                 for name, img in images.items()}
         self.rollouts.log(record)
 
