@@ -84,9 +84,18 @@ def weight_chunks(blob: bytes, manifest: Manifest, chunk_bytes: int = CHUNK_BYTE
         yield pb.WeightChunk(data=blob[start : start + chunk_bytes])
 
 
-def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)]
+def _open_channel(grpc_module, target: str, root_certificates: bytes | None, max_message_bytes: int):
+    """A channel from ``grpc`` or ``grpc.aio``: TLS when root certificates are given."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes)]
+    if root_certificates is None:
+        return grpc_module.insecure_channel(target, options=options)
+    creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+    return grpc_module.secure_channel(target, creds, options=options)
+
+
+def _auth_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 class PolicyClient:
@@ -96,13 +105,8 @@ class PolicyClient:
                  root_certificates: bytes | None = None, max_message_bytes: int = 8 << 20) -> None:
         self.timeout = timeout
         self.retries = retries
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = _channel_options(max_message_bytes)
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self.channel = grpc.secure_channel(target, creds, options=options)
-        else:
-            self.channel = grpc.insecure_channel(target, options=options)
+        self.metadata = _auth_metadata(token)
+        self.channel = _open_channel(grpc, target, root_certificates, max_message_bytes)
         self.stub = pb_grpc.PolicyServiceStub(self.channel)
 
     def _call(self, fn, request, timeout: float | None = None):
@@ -160,13 +164,8 @@ class AsyncPolicyClient:
                  root_certificates: bytes | None = None, max_message_bytes: int = 8 << 20) -> None:
         self.timeout = timeout
         self.retries = retries
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        options = _channel_options(max_message_bytes)
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-            self.channel = grpc.aio.secure_channel(target, creds, options=options)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
+        self.metadata = _auth_metadata(token)
+        self.channel = _open_channel(grpc.aio, target, root_certificates, max_message_bytes)
         self.stub = pb_grpc.PolicyServiceStub(self.channel)
 
     async def _call(self, fn, request):
