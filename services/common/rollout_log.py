@@ -1,8 +1,9 @@
 """Rollout logging off the hot path: bounded queue -> Redis Stream, with a disk spool.
 
 ``log()`` never blocks: records go into a bounded deque (when full, the oldest record is dropped
-and counted). A writer thread moves them to the stream with ``XADD MAXLEN ~`` in pipelined
-batches, as msgpack (never pickle). When Redis is unreachable the writer appends records to an
+and counted). A writer thread wakes at most every ``linger`` seconds (or when ``batch_size``
+records wait), packs them as msgpack (never pickle) and writes them with ``XADD MAXLEN ~`` in one
+pipeline. When Redis is unreachable the writer appends records to an
 on-disk spool (length-prefixed msgpack frames, fsynced) and keeps retrying; once Redis answers
 again the spool is replayed in order before any newer record, then truncated. Delivery is
 at-least-once: a crash during replay can repeat records, so each carries a unique ``id``.
@@ -92,12 +93,14 @@ class RolloutLogger:
         queue_size: int = 10_000,
         batch_size: int = 256,
         retry_interval: float = 0.5,
+        linger: float = 0.05,
         on_change: Callable[["RolloutLogger"], None] | None = None,
     ) -> None:
         self.stream = stream
         self.maxlen = maxlen
         self.batch_size = batch_size
         self.retry_interval = retry_interval
+        self.linger = linger
         self.spool = DiskSpool(spool_path)
         self.on_change = on_change
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
@@ -174,6 +177,10 @@ class RolloutLogger:
                 while not self._queue and not self._stop and not self.spooled:
                     self._cond.wait(timeout=self.retry_interval)
                 stopping = self._stop
+            if not stopping and len(self._queue) < self.batch_size and self.linger > 0:
+                # Let records accumulate: few large pipelines cost the serving threads far less
+                # (GIL hand-offs, syscalls) than one small pipeline per record.
+                time.sleep(self.linger)
             batch = self._take(self.batch_size)
             try:
                 if self.spooled:
