@@ -6,11 +6,15 @@ from pathlib import Path
 from typing import Any
 
 from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.tasks import TASKS
 from w2a_models.skills import SegmenterConfig, Segmentation, change_points, gripper_states, segment_episode
 
 
 def segment_loaded(episode: Episode, config: SegmenterConfig = SegmenterConfig()) -> Segmentation:
-    return segment_episode(episode.gripper, episode.ee_pos, episode.object_pos, config)
+    """Segment with the task catalogue's grasp/non-grasp knowledge where the task is known."""
+    spec = TASKS.get(episode.task)
+    return segment_episode(episode.gripper, episode.ee_pos, episode.object_pos, config,
+                           grasp_task=None if spec is None else spec.grasp)
 
 
 def summarise(path: Path, episode: Episode, seg: Segmentation, config: SegmenterConfig) -> dict[str, Any]:

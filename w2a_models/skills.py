@@ -12,9 +12,13 @@ Two segmenters:
   slows down where one motion primitive hands over to the next (reach -> descend -> push), which is
   exactly a skill boundary. Velocity direction changes were noisier on the same demos.
 
-Which one runs: the gripper segmenter when the gripper changes state *and* (when object positions
-are known) a closure actually lifts the object. Pushers close the gripper too (Meta-World's push
-expert does), but a closure that lifts nothing is not a grasp, so such demos go to the fallback.
+Which one runs: when the caller knows whether the task is a grasping task (``grasp_task``, e.g.
+from the task catalogue), that decides: grasp tasks use the gripper segmenter (if the gripper
+changes state at all), non-grasp tasks the fallback. Pushers close the gripper too (Meta-World's
+push expert grips the puck and drags it), and a pick-place demo whose goal lies on the table lifts
+its object no higher than a push does, so no signal in one demo separates the two reliably. When
+the task is unknown, the data decide: the gripper segmenter runs when the gripper changes state
+and (where object positions are known) a closure lifts the object ``lift_height``.
 """
 
 from __future__ import annotations
@@ -168,6 +172,7 @@ def segment_episode(
     object_pos: np.ndarray | None = None,
     config: SegmenterConfig = SegmenterConfig(),
     force: SegmenterName | None = None,
+    grasp_task: bool | None = None,
 ) -> Segmentation:
     """Segment one demo, choosing the segmenter as the module docstring explains."""
     if len(gripper) != len(ee_pos):
@@ -179,7 +184,10 @@ def segment_episode(
     changes = change_points(gripper_states(gripper, config))
     if not changes:
         reason = "gripper never changes state"
-    elif object_pos is not None and not closure_lifts_object(gripper, object_pos, config):
+    elif grasp_task is False:
+        reason = "not a grasping task"
+    elif grasp_task is None and object_pos is not None and not closure_lifts_object(
+            gripper, object_pos, config):
         reason = f"gripper closes but lifts nothing (< {config.lift_height} m): not a grasp"
     else:
         return Segmentation(

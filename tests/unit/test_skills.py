@@ -69,3 +69,14 @@ def test_alignment_and_sync_rate():
     assert sync_rate([([10], [11]), ([10], [20]), ([5, 9], [5, 9]), ([], [])]) == 0.75
     with pytest.raises(ValueError):
         sync_rate([])
+
+
+def test_known_task_kind_overrides_the_lift_heuristic():
+    T = 60
+    ee = _piecewise_path([[0, 0, 0], [1, 0, 0], [1, 1, 0]], steps_per_leg=30)
+    gripper = np.r_[np.zeros(30), np.ones(30)]
+    resting = np.zeros((T, 3))  # a pick-place whose goal lies on the table lifts nothing
+    assert segment_episode(gripper, ee, resting, grasp_task=True).segmenter == "gripper"
+    lifted = np.zeros((T, 3)); lifted[35:, 2] = 0.1
+    pushed = segment_episode(gripper, ee, lifted, grasp_task=False)
+    assert pushed.segmenter == "motion" and pushed.reason == "not a grasping task"

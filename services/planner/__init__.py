@@ -1,0 +1,1 @@
+"""The skill planner: instruction -> ordered atomic skills, and skill <-> video-segment alignment."""
