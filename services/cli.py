@@ -133,6 +133,78 @@ def serve_policy(
         _fail(str(exc))
 
 
+@serve_app.command("planner")
+def serve_planner(
+    host: Optional[str] = typer.Option(None, help="Bind address (W2A_PLANNER_HOST)."),
+    port: Optional[int] = typer.Option(None, help="HTTP port (W2A_PLANNER_PORT, default 8080)."),
+) -> None:
+    """The skill planner (FastAPI + uvicorn). Other settings: W2A_PLANNER_* variables."""
+    from pydantic import ValidationError
+
+    from services.planner.serve import run_planner
+    from services.planner.settings import PlannerSettings
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    try:
+        settings = PlannerSettings(**overrides)
+    except ValidationError as exc:
+        _fail(f"bad planner settings: {exc}")
+    run_planner(settings)
+
+
+@app.command()
+def plan(
+    instruction: str = typer.Argument(..., help="The task instruction to decompose."),
+    task: Optional[str] = typer.Option(None, help="Simulator task name, if known."),
+    max_skills: int = typer.Option(8, min=1, max=16),
+    backend: Optional[str] = typer.Option(None, help="rules | openai (default: the server's)."),
+    url: str = typer.Option("http://127.0.0.1:8080", help="Planner service URL."),
+    local: bool = typer.Option(False, "--local", help="Plan in-process with the rules backend."),
+) -> None:
+    """Print a skill plan for an instruction (from the planner service, or in-process)."""
+    if local:
+        from services.planner.rules import decompose
+
+        skills = [s.model_dump(mode="json") for s in decompose(instruction, task, max_skills)]
+        result = {"skills": skills, "backend": "rules", "cached": False}
+    else:
+        import httpx
+
+        body = {"instruction": instruction, "task": task, "max_skills": max_skills, "backend": backend}
+        try:
+            response = httpx.post(f"{url.rstrip('/')}/v1/skill-plans",
+                                  json={k: v for k, v in body.items() if v is not None}, timeout=60)
+        except httpx.HTTPError as exc:
+            _fail(f"cannot reach the planner at {url} ({type(exc).__name__}); "
+                  "start it with `w2a serve planner` or use --local")
+        if response.status_code != 200:
+            _fail(f"planner answered {response.status_code}: {response.json().get('detail')}")
+        result = response.json()
+    typer.echo(json.dumps(result, indent=1))
+
+
+@app.command("skill-sync")
+def skill_sync(
+    data: Path = typer.Option(..., help="Episode directory (searched recursively)."),
+    as_json: bool = typer.Option(False, "--json"),
+    url: Optional[str] = typer.Option(None, help="Planner URL; default: in-process rules backend."),
+) -> None:
+    """Sync rate: plan each demo's instruction, segment the demo, count one-to-one alignments."""
+    from services.planner.sync import measure_sync
+    from w2a_models.episodes import EpisodeFormatError
+
+    try:
+        report = measure_sync(data, url)
+    except (EpisodeFormatError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    for task, row in sorted(report["by_task"].items()):
+        typer.echo(f"{task:24s} {row['in_sync']}/{row['episodes']}  sync {row['sync_rate']:.2f}")
+    typer.echo(f"overall: {report['sync_rate']:.3f} over {report['episodes']} episodes")
+
+
 @app.command("train-base")
 def train_base_cmd(
     data: Path = typer.Option(..., help="Episode directory (from `w2a collect`)."),
