@@ -105,3 +105,12 @@ def test_segment_cli_prints_json(demos):
     bad = subprocess.run([sys.executable, "-m", "services.cli", "segment", str(root / "nope")],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "no such directory" in bad.stderr
+
+
+def test_skill_sync_on_real_demos(demos):
+    root = demos["push-v3"].parent
+    out = subprocess.run([sys.executable, "-m", "services.cli", "skill-sync", "--data", str(root), "--json"],
+                         capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout)
+    assert report["episodes"] == 4 and set(report["by_task"]) == {"pick-place-v3", "push-v3"}
+    assert report["sync_rate"] == 1.0, report
