@@ -58,6 +58,10 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
 
     async def _act_one(self, request: pb.ActRequest, context, method: str) -> pb.ActResponse:
         received = time.perf_counter()
+        size = request.ByteSize()
+        if size > self.settings.max_message_bytes:
+            await self._reject(context, f"request: {size} bytes, over the {self.settings.max_message_bytes}"
+                                        "-byte limit (W2A_POLICY_MAX_MESSAGE_BYTES)")
         if request.episode_end:
             if not request.robot_id:
                 await self._reject(context, "robot_id: must not be empty")
@@ -235,7 +239,9 @@ class PolicyServer:
 
     async def start(self) -> int:
         s = self.settings
-        options = [("grpc.max_receive_message_length", s.max_message_bytes),
+        # The transport admits up to twice the limit so that a moderately oversize request gets
+        # INVALID_ARGUMENT with the numbers from us; beyond that gRPC answers RESOURCE_EXHAUSTED.
+        options = [("grpc.max_receive_message_length", 2 * s.max_message_bytes),
                    ("grpc.max_send_message_length", s.max_message_bytes)]
         self.server = grpc.aio.server(options=options)
         servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,

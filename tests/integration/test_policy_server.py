@@ -84,7 +84,7 @@ def _code(fn):
 
 def test_bad_inputs_are_invalid_argument_naming_the_field(server):
     images, state = observation()
-    with PolicyClient(server.target, ROBOT, retries=0) as client:
+    with PolicyClient(server.target, ROBOT, retries=0, max_message_bytes=64 << 20) as client:
         cases = {
             "observation.images[0]": lambda: client.act("r", {"corner": np.zeros((SIZE, SIZE + 1, 3), np.uint8)}, state, INSTR),
             "observation.state": lambda: client.act("r", images, state[:5], INSTR),
@@ -102,7 +102,10 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
                                                    data=b"\x89PNG garbage")]))
         code, details = _code(lambda: client.stub.Act(garbage, metadata=client.metadata, timeout=5))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "decode" in details
-        huge = pb.ActRequest(robot_id="r", instruction="x" * (9 << 20))
+        big = pb.ActRequest(robot_id="r", instruction="x" * (9 << 20))  # limit 8 MiB
+        code, details = _code(lambda: client.stub.Act(big, metadata=client.metadata, timeout=5))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "over the 8388608-byte limit" in details
+        huge = pb.ActRequest(robot_id="r", instruction="x" * (17 << 20))
         code, _ = _code(lambda: client.stub.Act(huge, metadata=client.metadata, timeout=5))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         # the server is still fine afterwards
