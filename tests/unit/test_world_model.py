@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from w2a_models.world_model import WorldModel, chunk_latents
+from w2a_models.world_model.builder import build_tiny
+
+
+@pytest.fixture(scope="module")
+def wm(tmp_path_factory):
+    return WorldModel.from_pretrained(build_tiny(tmp_path_factory.mktemp("wm") / "tiny"))
+
+
+def _clip(n=13, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def test_chunk_latents_follow_the_frame_convention():
+    feats = np.arange(7)[:, None] * np.ones((7, 3))  # latent frames 0..6
+    chunks = chunk_latents(feats, chunk_size=8)  # L = 2 latent frames per chunk
+    assert chunks.shape == (3, 2, 3)
+    np.testing.assert_array_equal(chunks[:, :, 0], [[1, 2], [3, 4], [5, 6]])
+    with pytest.raises(ValueError):
+        chunk_latents(feats, chunk_size=6)
+
+
+def test_encode_shapes_and_determinism(wm):
+    clip = _clip()
+    feats = wm.encode(clip)
+    assert feats.shape == (4, wm.feature_dim) and np.isfinite(feats).all()
+    np.testing.assert_allclose(feats, wm.encode(clip), atol=1e-6)
+    assert not np.allclose(feats, wm.encode(_clip(seed=1)))
+    with pytest.raises(ValueError, match="1 \\+ a multiple of 4"):
+        wm.encode(clip[:12])
+    with pytest.raises(ValueError, match="uint8"):
+        wm.encode(clip.astype(np.float32))
+
+
+def test_generate_is_seeded_and_reads_the_skill(wm):
+    frame = _clip()[0]
+    a = wm.generate(frame, "push the puck to the goal", 9, seed=3)
+    b = wm.generate(frame, "push the puck to the goal", 9, seed=3)
+    assert a.features.shape == (3, wm.feature_dim)
+    np.testing.assert_allclose(a.features, b.features, atol=1e-6)
+    assert not np.allclose(a.features, wm.generate(frame, "push the puck to the goal", 9, seed=4).features)
+    assert not np.allclose(a.features, wm.generate(frame, "open the door", 9, seed=3).features)
+    with pytest.raises(ValueError, match="num_frames"):
+        wm.generate(frame, "x", 10)
+
+
+def test_chain_conditions_each_segment_on_the_previous_last_frame(wm, monkeypatch):
+    seen = []
+    original = wm.pipe.__call__
+
+    def spy(*args, **kwargs):
+        seen.append(np.asarray(kwargs["image"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(type(wm.pipe), "__call__", lambda self, *a, **k: spy(*a, **k))
+    frame = _clip()[0]
+    segments = wm.generate_chain(frame, ["reach the puck", "grasp the puck", "lift the puck"], 9)
+    assert len(segments) == 3 and all(s.video.shape == (9, 64, 64, 3) for s in segments)
+    np.testing.assert_array_equal(seen[0], frame)
+    for i in (1, 2):
+        np.testing.assert_array_equal(seen[i], segments[i - 1].video[-1])

@@ -1,0 +1,264 @@
+"""WorldModel: encode real clips and generate clips, both to per-latent-frame DiT features.
+
+The unmodified diffusers ``Cosmos2VideoToWorldPipeline`` samples clips, so a real Cosmos-Predict2
+checkpoint directory works as well as the tiny one built here. Features are the hidden states of
+``transformer.transformer_blocks[tap_block]`` (a forward hook), mean-pooled over the spatial
+tokens of each latent frame, from one DiT forward at a small noise level ``tap_sigma``. Real
+clips (``encode``) and generated clips (``generate``: sample, then the same tap on the clean
+sampled latents) go through that identical forward, so their features live in one space.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from w2a_models.world_model.builder import W2A_CONFIG
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    tap_block: int = -2  # which transformer block to tap (negative: from the end)
+    tap_sigma: float = 0.05  # noise level of the tapping forward
+    num_inference_steps: int = 8
+    guidance_scale: float = 1.0  # > 1 enables classifier-free guidance on the skill text
+    fps: int = 16
+    device: str = "cpu"
+
+
+class NoOpSafetyChecker(nn.Module):
+    """Stands in for Cosmos Guardrail (not installable here); the pipeline requires the object
+    and reads its ``device``/``dtype``. Deployments that need the guardrail pass the real one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("_anchor", torch.zeros(1), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._anchor.dtype
+
+    def check_text_safety(self, prompt: str) -> bool:
+        return True
+
+    def check_video_safety(self, video):
+        return video
+
+
+def chunk_latents(features: np.ndarray, chunk_size: int, frames_per_latent: int = 4) -> np.ndarray:
+    """[T_lat, D] per-latent-frame features of a clip from frame 0 -> [C, L, D] chunk latents.
+
+    Chunk c (env steps c*M … c*M+M-1) owns latent frames c*L+1 … c*L+L with L = M/4: the frames
+    its actions produce (see the package docstring)."""
+    if chunk_size % frames_per_latent:
+        raise ValueError(f"chunk_size {chunk_size} must be a multiple of {frames_per_latent}")
+    per_chunk = chunk_size // frames_per_latent
+    usable = (features.shape[0] - 1) // per_chunk
+    if usable <= 0:
+        return np.zeros((0, per_chunk, features.shape[-1]), dtype=features.dtype)
+    return features[1 : 1 + usable * per_chunk].reshape(usable, per_chunk, features.shape[-1])
+
+
+@dataclass
+class Generation:
+    features: np.ndarray  # [T_lat, D] per latent frame (frame 0 = the conditioning frame)
+    video: np.ndarray | None = None  # uint8 [T, H, W, 3] when decoded
+    latents: torch.Tensor | None = field(default=None, repr=False)  # clean normalised latents
+
+
+class WorldModel:
+    def __init__(self, vae, transformer, scheduler, config: WorldModelConfig = WorldModelConfig(),
+                 text_encoder=None, tokenizer=None, sentence_encoder=None) -> None:
+        from diffusers import Cosmos2VideoToWorldPipeline
+
+        self.config = config
+        self.pipe = Cosmos2VideoToWorldPipeline(
+            text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+            scheduler=scheduler, safety_checker=NoOpSafetyChecker())
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.to(config.device)
+        self.vae, self.transformer = vae.eval(), transformer.eval()
+        self.uses_t5 = text_encoder is not None
+        self._sentence_encoder = sentence_encoder
+        self.temporal_factor = self.pipe.vae_scale_factor_temporal
+        self.spatial_factor = self.pipe.vae_scale_factor_spatial
+        blocks = self.transformer.transformer_blocks
+        self.tap_index = config.tap_block % len(blocks)
+        self.feature_dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, config: WorldModelConfig = WorldModelConfig(),
+                        sentence_encoder=None) -> "WorldModel":
+        from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, FlowMatchEulerDiscreteScheduler
+
+        directory = Path(directory)
+        if not (directory / "transformer").is_dir():
+            raise FileNotFoundError(f"{directory}: not a world-model directory (no transformer/)")
+        vae = AutoencoderKLWan.from_pretrained(directory / "vae")
+        transformer = CosmosTransformer3DModel.from_pretrained(directory / "transformer")
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(directory / "scheduler")
+        text_encoder = tokenizer = None
+        if (directory / "text_encoder").is_dir():  # a real Cosmos-Predict2 checkpoint: T5 prompts
+            from transformers import T5EncoderModel, T5TokenizerFast
+
+            text_encoder = T5EncoderModel.from_pretrained(directory / "text_encoder")
+            tokenizer = T5TokenizerFast.from_pretrained(directory / "tokenizer")
+        model = cls(vae, transformer, scheduler, config, text_encoder, tokenizer, sentence_encoder)
+        meta = directory / W2A_CONFIG
+        model.meta = json.loads(meta.read_text()) if meta.exists() else {}
+        return model
+
+    @property
+    def version(self) -> str:
+        return str(getattr(self, "meta", {}).get("version", "0"))
+
+    # -- text ------------------------------------------------------------------------------------
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """[B, 1, text_dim] for the tiny models (MiniLM sentence embedding; '' -> zeros)."""
+        if self.uses_t5:
+            embeds, _ = self.pipe.encode_prompt(prompt=texts, do_classifier_free_guidance=False,
+                                                device=self.config.device)
+            return embeds
+        if self._sentence_encoder is None:
+            from w2a_models.text import shared_encoder
+
+            self._sentence_encoder = shared_encoder()
+        out = np.zeros((len(texts), 1, self.transformer.config.text_embed_dim), dtype=np.float32)
+        nonempty = [i for i, t in enumerate(texts) if t.strip()]
+        if nonempty:
+            vectors = self._sentence_encoder.encode([texts[i] for i in nonempty])
+            out[nonempty, 0, : vectors.shape[1]] = vectors
+        return torch.from_numpy(out).to(self.config.device)
+
+    # -- latents ---------------------------------------------------------------------------------
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.vae.config
+        mean = torch.tensor(cfg.latents_mean, dtype=like.dtype, device=like.device).view(1, cfg.z_dim, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std, dtype=like.dtype, device=like.device).view(1, cfg.z_dim, 1, 1, 1)
+        return mean, std
+
+    @staticmethod
+    def video_to_tensor(video: np.ndarray) -> torch.Tensor:
+        """uint8 [T, H, W, 3] -> float [1, 3, T, H, W] in [-1, 1]."""
+        video = np.asarray(video)
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"video must be uint8 [T, H, W, 3], got {video.dtype} {video.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(video)).float() / 127.5 - 1.0
+        return x.permute(3, 0, 1, 2).unsqueeze(0)
+
+    @torch.no_grad()
+    def vae_encode(self, video: np.ndarray) -> torch.Tensor:
+        """Normalised clean latents [1, z, T_lat, h, w] (posterior mode: deterministic)."""
+        x = self.video_to_tensor(video).to(self.config.device)
+        latents = self.vae.encode(x).latent_dist.mode()
+        mean, std = self._latent_stats(latents)
+        return (latents - mean) / std * self.pipe.scheduler.config.sigma_data
+
+    @torch.no_grad()
+    def vae_decode(self, latents: torch.Tensor) -> np.ndarray:
+        mean, std = self._latent_stats(latents)
+        x = self.vae.decode(latents / self.pipe.scheduler.config.sigma_data * std + mean).sample
+        x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x[0].permute(1, 2, 3, 0).cpu().numpy()
+
+    @contextlib.contextmanager
+    def _tap(self):
+        captured: list[torch.Tensor] = []
+        handle = self.transformer.transformer_blocks[self.tap_index].register_forward_hook(
+            lambda module, args, output: captured.append(output.detach()))
+        try:
+            yield captured
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def tap_features(self, latents: torch.Tensor, text: str = "", seed: int = 0) -> np.ndarray:
+        """One DiT forward at noise ``tap_sigma`` (frame 0 as clean conditioning, as in sampling)
+        -> [T_lat, D] features, spatially mean-pooled per latent frame."""
+        sigma = self.config.tap_sigma
+        t = sigma / (1.0 + sigma)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        noisy = (latents + sigma * noise) * (1.0 - t)
+        cond = torch.zeros(1, 1, latents.shape[2], 1, 1, device=latents.device, dtype=latents.dtype)
+        cond[:, :, 0] = 1.0
+        hidden = cond * latents + (1 - cond) * noisy
+        t_cond = 1e-4 / (1 + 1e-4)
+        timestep = cond * t_cond + (1 - cond) * t
+        mask = cond.expand(latents.shape[0], 1, -1, latents.shape[3], latents.shape[4])
+        padding = latents.new_zeros(1, 1, latents.shape[3] * self.spatial_factor,
+                                    latents.shape[4] * self.spatial_factor)
+        with self._tap() as captured:
+            self.transformer(hidden_states=hidden, timestep=timestep,
+                             encoder_hidden_states=self.text_embeddings([text]), fps=self.config.fps,
+                             condition_mask=mask, padding_mask=padding, return_dict=False)
+        tokens = captured[-1]  # [1, T_lat * h/2 * w/2, D]
+        frames = latents.shape[2]
+        return tokens.view(1, frames, -1, tokens.shape[-1]).mean(dim=2)[0].float().cpu().numpy()
+
+    def encode(self, video: np.ndarray, text: str = "", seed: int = 0) -> np.ndarray:
+        """Real clip uint8 [T, H, W, 3] ((T-1) % 4 == 0) -> features [T_lat, D]."""
+        if (len(video) - 1) % self.temporal_factor:
+            raise ValueError(f"clip length {len(video)} must be 1 + a multiple of {self.temporal_factor}")
+        return self.tap_features(self.vae_encode(video), text, seed)
+
+    @torch.no_grad()
+    def generate(self, frame: np.ndarray, skill_text: str, num_frames: int = 13, seed: int = 0,
+                 decode: bool = False) -> Generation:
+        """Sample a clip from ``frame`` and the skill text; tap its clean latents like ``encode``."""
+        from PIL import Image
+
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+        if num_frames < 1 + self.temporal_factor or (num_frames - 1) % self.temporal_factor:
+            raise ValueError(f"num_frames must be 1 + a positive multiple of {self.temporal_factor}")
+        height, width = frame.shape[:2]
+        embeds = self.text_embeddings([skill_text])
+        negative = self.text_embeddings([""])
+        latents = self.pipe(
+            image=Image.fromarray(frame), prompt_embeds=embeds, negative_prompt_embeds=negative,
+            height=height, width=width, num_frames=num_frames, fps=self.config.fps,
+            num_inference_steps=self.config.num_inference_steps,
+            guidance_scale=self.config.guidance_scale, output_type="latent",
+            generator=torch.Generator(device="cpu").manual_seed(seed)).frames
+        features = self.tap_features(latents, skill_text, seed)
+        video = self.vae_decode(latents) if decode else None
+        return Generation(features=features, video=video, latents=latents)
+
+    def generate_chain(self, frame: np.ndarray, skills: list[str], frames_per_skill: int = 13,
+                       seed: int = 0) -> list[Generation]:
+        """Skill-WM: one segment per skill, each conditioned on the decoded last frame of the
+        previous segment (the first on ``frame``). Every segment's video is decoded."""
+        if not skills:
+            raise ValueError("generate_chain needs at least one skill")
+        segments, current = [], np.asarray(frame)
+        for i, skill in enumerate(skills):
+            generation = self.generate(current, skill, frames_per_skill, seed + i, decode=True)
+            segments.append(generation)
+            current = generation.video[-1]
+        return segments
+
+
+def write_video(path: str | Path, video: np.ndarray, fps: int = 8) -> Path:
+    """GIF (or MP4 when ``path`` ends in .mp4 and an ffmpeg plugin is present) for people."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, list(np.asarray(video, dtype=np.uint8)), duration=1.0 / fps, loop=0)
+    return path
