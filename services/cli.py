@@ -152,6 +152,37 @@ def serve_planner(
     run_planner(settings)
 
 
+@serve_app.command("world-model")
+def serve_world_model(
+    model: Path = typer.Option(..., help="World-model directory (diffusers layout)."),
+    host: str = typer.Option("127.0.0.1", help="Bind address for all three Triton endpoints."),
+    http_port: int = typer.Option(8000),
+    grpc_port: int = typer.Option(8001),
+    metrics_port: int = typer.Option(8002),
+    workdir: Path = typer.Option(Path("runs/world_model"), help="Backend dir and server log."),
+) -> None:
+    """Triton (binary from nvidia-pytriton) on services/world_model/model_repository."""
+    import signal
+    import threading
+
+    from services.world_model.launcher import TritonPorts, TritonServer
+
+    server = TritonServer(model, workdir, TritonPorts(http_port, grpc_port, metrics_port), host=host)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server.start()
+    except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        _fail(str(exc))
+    typer.echo(f"world model ready: grpc {host}:{grpc_port}, http {host}:{http_port} (log {server.log_file})")
+    while not stop.wait(1.0):
+        if server.process.poll() is not None:
+            _fail(f"tritonserver exited with {server.process.returncode}; see {server.log_file}", 1)
+    code = server.stop()
+    typer.echo(f"world model stopped (tritonserver exit {code})")
+
+
 @app.command()
 def plan(
     instruction: str = typer.Argument(..., help="The task instruction to decompose."),

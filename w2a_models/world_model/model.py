@@ -162,8 +162,11 @@ class WorldModel:
 
     @torch.no_grad()
     def vae_encode(self, video: np.ndarray) -> torch.Tensor:
-        """Normalised clean latents [1, z, T_lat, h, w] (posterior mode: deterministic)."""
-        x = self.video_to_tensor(video).to(self.config.device)
+        """Normalised clean latents [B, z, T_lat, h, w] of uint8 [T,H,W,3] or [B,T,H,W,3]
+        (posterior mode: deterministic)."""
+        video = np.asarray(video)
+        clips = video[None] if video.ndim == 4 else video
+        x = torch.cat([self.video_to_tensor(c) for c in clips]).to(self.config.device)
         latents = self.vae.encode(x).latent_dist.mode()
         mean, std = self._latent_stats(latents)
         return (latents - mean) / std * self.pipe.scheduler.config.sigma_data
@@ -186,35 +189,48 @@ class WorldModel:
             handle.remove()
 
     @torch.no_grad()
-    def tap_features(self, latents: torch.Tensor, text: str = "", seed: int = 0) -> np.ndarray:
+    def tap_features_batch(self, latents: torch.Tensor, texts: list[str], seed: int = 0) -> np.ndarray:
         """One DiT forward at noise ``tap_sigma`` (frame 0 as clean conditioning, as in sampling)
-        -> [T_lat, D] features, spatially mean-pooled per latent frame."""
+        for a batch of latents [B, z, T_lat, h, w] -> [B, T_lat, D], spatially mean-pooled."""
+        if len(texts) != latents.shape[0]:
+            raise ValueError(f"{len(texts)} texts for {latents.shape[0]} clips")
         sigma = self.config.tap_sigma
         t = sigma / (1.0 + sigma)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        noise = torch.randn(latents.shape[1:], generator=generator).to(latents)  # same per clip
         noisy = (latents + sigma * noise) * (1.0 - t)
-        cond = torch.zeros(1, 1, latents.shape[2], 1, 1, device=latents.device, dtype=latents.dtype)
+        batch, frames = latents.shape[0], latents.shape[2]
+        cond = torch.zeros(1, 1, frames, 1, 1, device=latents.device, dtype=latents.dtype)
         cond[:, :, 0] = 1.0
         hidden = cond * latents + (1 - cond) * noisy
-        t_cond = 1e-4 / (1 + 1e-4)
-        timestep = cond * t_cond + (1 - cond) * t
-        mask = cond.expand(latents.shape[0], 1, -1, latents.shape[3], latents.shape[4])
+        t_cond = 1e-4 / (1 + 1e-4)  # the pipeline's sigma_conditioning
+        timestep = (cond * t_cond + (1 - cond) * t).expand(batch, 1, frames, 1, 1)
+        mask = cond.expand(batch, 1, frames, latents.shape[3], latents.shape[4])
         padding = latents.new_zeros(1, 1, latents.shape[3] * self.spatial_factor,
                                     latents.shape[4] * self.spatial_factor)
         with self._tap() as captured:
             self.transformer(hidden_states=hidden, timestep=timestep,
-                             encoder_hidden_states=self.text_embeddings([text]), fps=self.config.fps,
+                             encoder_hidden_states=self.text_embeddings(texts), fps=self.config.fps,
                              condition_mask=mask, padding_mask=padding, return_dict=False)
-        tokens = captured[-1]  # [1, T_lat * h/2 * w/2, D]
-        frames = latents.shape[2]
-        return tokens.view(1, frames, -1, tokens.shape[-1]).mean(dim=2)[0].float().cpu().numpy()
+        tokens = captured[-1]  # [B, T_lat * h/2 * w/2, D]
+        return tokens.view(batch, frames, -1, tokens.shape[-1]).mean(dim=2).float().cpu().numpy()
+
+    def tap_features(self, latents: torch.Tensor, text: str = "", seed: int = 0) -> np.ndarray:
+        return self.tap_features_batch(latents, [text], seed)[0]
 
     def encode(self, video: np.ndarray, text: str = "", seed: int = 0) -> np.ndarray:
         """Real clip uint8 [T, H, W, 3] ((T-1) % 4 == 0) -> features [T_lat, D]."""
-        if (len(video) - 1) % self.temporal_factor:
-            raise ValueError(f"clip length {len(video)} must be 1 + a multiple of {self.temporal_factor}")
-        return self.tap_features(self.vae_encode(video), text, seed)
+        return self.encode_batch(np.asarray(video)[None], [text], seed)[0]
+
+    def encode_batch(self, videos: np.ndarray, texts: list[str] | None = None, seed: int = 0) -> np.ndarray:
+        """Clips uint8 [B, T, H, W, 3] of one shape -> features [B, T_lat, D] in one forward."""
+        videos = np.asarray(videos)
+        if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
+            raise ValueError(f"video must be uint8 [T, H, W, 3], got {videos.dtype} {videos.shape[1:]}")
+        if videos.shape[1] < 1 or (videos.shape[1] - 1) % self.temporal_factor:
+            raise ValueError(f"clip length {videos.shape[1]} must be 1 + a multiple of {self.temporal_factor}")
+        latents = self.vae_encode(videos)
+        return self.tap_features_batch(latents, list(texts or [""] * len(videos)), seed)
 
     @torch.no_grad()
     def generate(self, frame: np.ndarray, skill_text: str, num_frames: int = 13, seed: int = 0,

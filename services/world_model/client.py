@@ -1,0 +1,118 @@
+"""WorldModelClient: the trainer's and tools' view of the world-model service (Triton gRPC).
+
+Deadlines on every call, retries with backoff on UNAVAILABLE, and local checks of shapes and
+dtypes before anything is sent (Triton validates again on its side).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class WorldModelError(RuntimeError):
+    """The world-model service rejected a request or could not be reached."""
+
+
+@dataclass
+class Generated:
+    features: np.ndarray  # [T_lat, D]
+    video: np.ndarray | None  # uint8 [T, H, W, 3] when requested
+
+
+class WorldModelClient:
+    def __init__(self, url: str = "127.0.0.1:8001", timeout: float = 60.0, retries: int = 3,
+                 backoff: float = 0.5) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self._grpc = grpcclient
+        self.url = url
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.client = grpcclient.InferenceServerClient(url)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "WorldModelClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.client.is_server_ready(client_timeout=5)) and all(
+                self.client.is_model_ready(m, client_timeout=5) for m in ("wm_encode", "wm_generate"))
+        except Exception:  # noqa: BLE001 - unreachable counts as not ready
+            return False
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise WorldModelError(f"world model at {self.url} not ready after {timeout}s")
+            time.sleep(0.5)
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    def _input(self, name: str, array: np.ndarray, dtype: str):
+        tensor = self._grpc.InferInput(name, list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        return tensor
+
+    def _infer(self, model: str, inputs, outputs: list[str]):
+        from tritonclient.utils import InferenceServerException
+
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                result = self.client.infer(model, inputs, client_timeout=self.timeout,
+                                           outputs=[self._grpc.InferRequestedOutput(o) for o in outputs])
+                return [result.as_numpy(o) for o in outputs]
+            except InferenceServerException as exc:
+                status = (exc.status() or "").upper()
+                retryable = "UNAVAILABLE" in status
+                if not retryable or attempt == self.retries:
+                    raise WorldModelError(f"{model}: {exc.message() or exc}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def encode(self, video: np.ndarray, text: str = "") -> np.ndarray:
+        """uint8 [T, H, W, 3] -> features [T_lat, D]."""
+        video = np.asarray(video)
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or video.shape[0] == 0:
+            raise WorldModelError(f"encode needs uint8 [T, H, W, 3] with T > 0, got {video.dtype} {video.shape}")
+        (features,) = self._infer("wm_encode", [
+            self._input("VIDEO", video[None], "UINT8"),
+            self._input("TEXT", np.array([[text.encode()]], dtype=object), "BYTES")], ["FEATURES"])
+        return features[0]
+
+    def generate(self, frame: np.ndarray, skill: str, num_frames: int = 13, seed: int = 0,
+                 return_video: bool = False) -> Generated:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+            raise WorldModelError(f"generate needs a uint8 [H, W, 3] frame, got {frame.dtype} {frame.shape}")
+        features, video = self._infer("wm_generate", [
+            self._input("FRAME", frame[None], "UINT8"),
+            self._input("SKILL", np.array([[skill.encode()]], dtype=object), "BYTES"),
+            self._input("NUM_FRAMES", np.array([[num_frames]], dtype=np.int32), "INT32"),
+            self._input("SEED", np.array([[seed]], dtype=np.int64), "INT64"),
+            self._input("RETURN_VIDEO", np.array([[return_video]], dtype=bool), "BOOL")],
+            ["FEATURES", "VIDEO"])
+        return Generated(features[0], video[0] if return_video else None)
+
+    def generate_chain(self, frame: np.ndarray, skills: list[str], frames_per_skill: int = 13,
+                       seed: int = 0) -> list[Generated]:
+        """Skill-WM over the service: each segment starts from the previous segment's last frame."""
+        if not skills:
+            raise WorldModelError("generate_chain needs at least one skill")
+        segments, current = [], np.asarray(frame)
+        for i, skill in enumerate(skills):
+            segment = self.generate(current, skill, frames_per_skill, seed + i, return_video=True)
+            segments.append(segment)
+            current = segment.video[-1]
+        return segments

@@ -1,0 +1,139 @@
+"""Triton python-backend models around ``w2a_models.world_model.WorldModel``.
+
+The repository's ``model.py`` files only import these classes, so the same repository runs under
+the ``tritonserver`` shipped in the nvidia-pytriton wheel (CPU, here) and in NVIDIA's Triton
+container (GPU) with w2a installed. Weights: the model parameter ``model_dir`` or, when that is
+empty, the ``W2A_WM_DIR`` environment variable. Errors go back to the caller as per-request
+TritonError responses; one bad request never fails the batch or the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+
+def _utils():
+    import triton_python_backend_utils as pb_utils  # provided by the python backend
+
+    return pb_utils
+
+
+class _WorldModelBackend:
+    """Shared set-up: configuration, device, threads, the WorldModel."""
+
+    def initialize(self, args: dict) -> None:
+        import torch
+
+        from w2a_models.world_model import WorldModel, WorldModelConfig
+
+        torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        model_dir = params.get("model_dir") or os.environ.get("W2A_WM_DIR", "")
+        if not model_dir:
+            raise RuntimeError("no world-model weights: set parameter model_dir or W2A_WM_DIR")
+        kind = args.get("model_instance_kind", "CPU")
+        device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
+        wm_config = WorldModelConfig(
+            device=device,
+            num_inference_steps=int(params.get("num_inference_steps") or 8),
+            guidance_scale=float(params.get("guidance_scale") or 1.0),
+            tap_block=int(params.get("tap_block") or -2),
+            tap_sigma=float(params.get("tap_sigma") or 0.05))
+        self.model = WorldModel.from_pretrained(model_dir, wm_config)
+        self.max_video_frames = int(params.get("max_video_frames") or 257)
+        self.max_pixels = int(params.get("max_pixels") or 512 * 512)
+
+    @staticmethod
+    def _optional(request, name, default):
+        tensor = _utils().get_input_tensor_by_name(request, name)
+        return default if tensor is None else tensor.as_numpy()
+
+    @staticmethod
+    def _text(value) -> str:
+        item = np.asarray(value).reshape(-1)[0] if np.asarray(value).size else b""
+        return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
+
+    def _error(self, message: str):
+        pb = _utils()
+        return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message))
+
+
+class EncodeModel(_WorldModelBackend):
+    """wm_encode: VIDEO uint8 [T,H,W,3] (+ optional TEXT) -> FEATURES fp32 [T_lat, D]."""
+
+    def _check(self, video: np.ndarray) -> str | None:
+        if video.ndim != 4 or video.shape[-1] != 3:
+            return f"VIDEO must be [T, H, W, 3], got {list(video.shape)}"
+        if video.shape[0] == 0:
+            return "VIDEO is empty"
+        if video.shape[0] > self.max_video_frames or video.shape[1] * video.shape[2] > self.max_pixels:
+            return f"VIDEO {list(video.shape)} exceeds the limits ({self.max_video_frames} frames, {self.max_pixels} pixels)"
+        if (video.shape[0] - 1) % self.model.temporal_factor:
+            return f"VIDEO has {video.shape[0]} frames; need 1 + a multiple of {self.model.temporal_factor}"
+        if video.shape[1] % 16 or video.shape[2] % 16:
+            return "VIDEO height and width must be multiples of 16"
+        return None
+
+    def execute(self, requests):
+        pb = _utils()
+        responses: list = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, np.ndarray, str]]] = {}
+        for i, request in enumerate(requests):
+            video = pb.get_input_tensor_by_name(request, "VIDEO").as_numpy()
+            if video.ndim == 5 and video.shape[0] == 1:
+                video = video[0]  # a batched model sees [1, T, H, W, 3] per request
+            problem = self._check(video)
+            if problem:
+                responses[i] = self._error(problem)
+                continue
+            text = self._text(self._optional(request, "TEXT", np.array([b""], dtype=object)))
+            groups.setdefault(video.shape, []).append((i, video, text))
+        for items in groups.values():  # same-shape requests run as one batch
+            try:
+                feats = self.model.encode_batch(np.stack([v for _, v, _ in items]), [t for *_, t in items])
+            except Exception as exc:  # noqa: BLE001 - report, do not crash the model
+                for i, *_ in items:
+                    responses[i] = self._error(f"encode failed: {type(exc).__name__}: {exc}")
+                continue
+            for (i, *_), f in zip(items, feats):
+                out = pb.Tensor("FEATURES", f[None].astype(np.float32))
+                responses[i] = pb.InferenceResponse(output_tensors=[out])
+        return responses
+
+
+class GenerateModel(_WorldModelBackend):
+    """wm_generate: FRAME uint8 [H,W,3], SKILL str, NUM_FRAMES, SEED, RETURN_VIDEO ->
+    FEATURES fp32 [T_lat, D] and VIDEO uint8 [T,H,W,3] (0 frames unless asked)."""
+
+    def execute(self, requests):
+        pb = _utils()
+        responses = []
+        for request in requests:
+            try:
+                frame = pb.get_input_tensor_by_name(request, "FRAME").as_numpy()
+                if frame.ndim == 4 and frame.shape[0] == 1:
+                    frame = frame[0]
+                skill = self._text(pb.get_input_tensor_by_name(request, "SKILL").as_numpy())
+                num_frames = int(np.asarray(self._optional(request, "NUM_FRAMES", np.array([13]))).reshape(-1)[0])
+                seed = int(np.asarray(self._optional(request, "SEED", np.array([0]))).reshape(-1)[0])
+                want_video = bool(np.asarray(self._optional(request, "RETURN_VIDEO", np.array([False]))).reshape(-1)[0])
+                if frame.ndim != 3 or frame.shape[-1] != 3 or frame.size == 0:
+                    raise ValueError(f"FRAME must be [H, W, 3], got {list(frame.shape)}")
+                if frame.shape[0] * frame.shape[1] > self.max_pixels or frame.shape[0] % 16 or frame.shape[1] % 16:
+                    raise ValueError("FRAME height/width must be multiples of 16 within the pixel limit")
+                if not 1 < num_frames <= self.max_video_frames:
+                    raise ValueError(f"NUM_FRAMES must be in (1, {self.max_video_frames}]")
+                result = self.model.generate(frame, skill, num_frames, seed, decode=want_video)
+                video = result.video if want_video else np.zeros((0,) + frame.shape, np.uint8)
+                responses.append(pb.InferenceResponse(output_tensors=[
+                    pb.Tensor("FEATURES", result.features[None].astype(np.float32)),
+                    pb.Tensor("VIDEO", video[None].astype(np.uint8))]))
+            except ValueError as exc:
+                responses.append(self._error(str(exc)))
+            except Exception as exc:  # noqa: BLE001
+                responses.append(self._error(f"generate failed: {type(exc).__name__}: {exc}"))
+        return responses

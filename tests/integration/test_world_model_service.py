@@ -1,0 +1,88 @@
+"""A real tritonserver on loopback serving a tiny world model built in the test."""
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from services.common.redis_server import free_port
+from services.world_model.client import WorldModelClient, WorldModelError
+from services.world_model.launcher import TritonPorts, TritonServer
+from w2a_models.world_model import WorldModel
+from w2a_models.world_model.builder import build_tiny
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wm")
+    model_dir = build_tiny(root / "tiny")
+    server = TritonServer(model_dir, root / "triton", TritonPorts(free_port(), free_port(), free_port()))
+    server.start(timeout=180)
+    client = WorldModelClient(f"127.0.0.1:{server.ports.grpc}", timeout=60)
+    try:
+        yield server, client, WorldModel.from_pretrained(model_dir)
+    finally:
+        client.close()
+        server.stop()
+
+
+def _clip(n=13, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (n, 64, 64, 3), dtype=np.uint8)
+
+
+def test_encode_matches_in_process(stack):
+    _, client, local = stack
+    clip = _clip()
+    remote = client.encode(clip, "reach the puck")
+    np.testing.assert_allclose(remote, local.encode(clip, "reach the puck"), atol=1e-4)
+    np.testing.assert_allclose(remote, client.encode(clip, "reach the puck"), atol=1e-6)
+
+
+def test_generate_matches_in_process_and_is_seeded(stack):
+    _, client, local = stack
+    frame = _clip()[0]
+    remote = client.generate(frame, "push the puck", 9, seed=5, return_video=True)
+    here = local.generate(frame, "push the puck", 9, seed=5, decode=True)
+    np.testing.assert_allclose(remote.features, here.features, atol=1e-4)
+    assert remote.video.shape == (9, 64, 64, 3) and remote.video.dtype == np.uint8
+    again = client.generate(frame, "push the puck", 9, seed=5)
+    np.testing.assert_allclose(again.features, remote.features, atol=1e-6)
+    assert again.video is None
+
+
+def test_chain_through_the_service_conditions_on_the_last_frame(stack):
+    _, client, local = stack
+    frame = _clip()[0]
+    segments = client.generate_chain(frame, ["reach the puck", "push the puck"], 9, seed=2)
+    assert len(segments) == 2
+    second = local.generate(segments[0].video[-1], "push the puck", 9, seed=3)
+    np.testing.assert_allclose(segments[1].features, second.features, atol=1e-3)
+
+
+def test_bad_inputs_get_clear_errors_and_the_server_stays_up(stack):
+    server, client, _ = stack
+    raw = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}")
+
+    def infer_raw(array, dtype):
+        tensor = grpcclient.InferInput("VIDEO", list(array.shape), dtype)
+        tensor.set_data_from_numpy(array)
+        return raw.infer("wm_encode", [tensor], client_timeout=30)
+
+    cases = [
+        (np.zeros((1, 12, 64, 64, 3), np.uint8), "UINT8", "1 + a multiple of 4"),
+        (np.zeros((1, 0, 64, 64, 3), np.uint8), "UINT8", "empty"),
+        (np.zeros((1, 5, 40, 40, 3), np.uint8), "UINT8", "multiples of 16"),
+        (np.zeros((1, 5, 1024, 1024, 3), np.uint8), "UINT8", "exceeds the limits"),
+        (np.zeros((1, 13, 64, 64, 3), np.float32), "FP32", "data-type"),
+        (np.zeros((1, 13, 64, 64), np.uint8), "UINT8", "shape"),
+    ]
+    for array, dtype, needle in cases:
+        with pytest.raises(Exception) as err:
+            infer_raw(array, dtype)
+        assert needle.lower() in str(err.value).lower(), (needle, str(err.value))
+    with pytest.raises(WorldModelError, match="uint8"):
+        client.encode(np.zeros((13, 64, 64, 3), np.float32))
+    with pytest.raises(WorldModelError, match="NUM_FRAMES"):
+        client.generate(_clip()[0], "x", num_frames=1)
+    raw.close()
+    assert client.ready()
+    assert client.encode(_clip()).shape == (4, 128)
