@@ -224,3 +224,60 @@ def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progr
     return {"pushes": pushes, "robots": robots, "blob_bytes": blob_bytes,
             "push_to_live_ms_p50": float(np.median(live_ms)), "push_to_live_ms_max": float(max(live_ms)),
             "acts_during_pushes": acts[0], "failed_acts": failed[0]}
+
+
+def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: str | None = None,
+                      progress=print) -> dict:
+    """wm_encode through a real tritonserver: sequential single requests vs ``concurrency``
+    clients whose requests meet in Triton's dynamic batcher."""
+    from services.world_model.client import WorldModelClient
+    from services.world_model.launcher import TritonPorts, TritonServer
+    from w2a_models.world_model.builder import build_tiny
+
+    with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp:
+        tmp = Path(tmp)
+        model = Path(model_dir) if model_dir else build_tiny(tmp / "tiny-wm")
+        clip = np.random.default_rng(0).integers(0, 255, (13, 64, 64, 3), dtype=np.uint8)
+        ports = TritonPorts(free_port(), free_port(), free_port())
+        progress("bench world-model: starting tritonserver")
+        with TritonServer(model, tmp / "triton", ports) as server:
+            target = f"127.0.0.1:{server.ports.grpc}"
+
+            def run(clients: int) -> tuple[list[float], float, int]:
+                latencies: list[float] = []
+                errors = [0]
+                lock = threading.Lock()
+                end = time.perf_counter() + seconds
+
+                def worker() -> None:
+                    with WorldModelClient(target, timeout=120, retries=0) as client:
+                        client.encode(clip)  # warm-up, not timed
+                        while time.perf_counter() < end:
+                            t0 = time.perf_counter()
+                            try:
+                                client.encode(clip)
+                            except Exception:
+                                errors[0] += 1
+                                continue
+                            with lock:
+                                latencies.append((time.perf_counter() - t0) * 1e3)
+
+                threads = [threading.Thread(target=worker) for _ in range(clients)]
+                start = time.perf_counter()
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                return latencies, time.perf_counter() - start, errors[0]
+
+            progress("bench world-model: sequential")
+            single, single_s, e1 = run(1)
+            progress(f"bench world-model: {concurrency} concurrent clients")
+            many, many_s, e2 = run(concurrency)
+    batch1_rps, concurrent_rps = len(single) / single_s, len(many) / many_s
+    return {"model": "wm_encode", "clip": [13, 64, 64, 3], "concurrency": concurrency,
+            "seconds_per_run": seconds, "batch1_rps": batch1_rps, "concurrent_rps": concurrent_rps,
+            "batching_gain": concurrent_rps / batch1_rps,
+            "batch1_p50_ms": float(np.percentile(single, 50)),
+            "p50_ms": float(np.percentile(many, 50)), "p99_ms": float(np.percentile(many, 99)),
+            "errors": e1 + e2}

@@ -295,6 +295,21 @@ def bench_weights_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
+@bench_app.command("world-model")
+def bench_world_model_cmd(
+    concurrency: int = typer.Option(8, min=1),
+    seconds: float = typer.Option(10.0, min=1.0),
+    model: Optional[Path] = typer.Option(None, help="World-model dir (default: a tiny one)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """wm_encode throughput: sequential vs concurrent clients sharing dynamic batching."""
+    from services.bench import bench_world_model
+
+    result = bench_world_model(concurrency, seconds, str(model) if model else None,
+                               progress=(lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     app(argv)
 
