@@ -236,6 +236,54 @@ def skill_sync(
     typer.echo(f"overall: {report['sync_rate']:.3f} over {report['episodes']} episodes")
 
 
+@app.command("train-wm")
+def train_wm_cmd(
+    data: Path = typer.Option(..., help="Episode directory (from `w2a collect`, 64px)."),
+    out: Path = typer.Option(..., help="World-model directory to write (diffusers layout)."),
+    vae_steps: int = typer.Option(300, min=1),
+    dit_steps: int = typer.Option(1500, min=1),
+    latent_clips: int = typer.Option(1500, min=8),
+    text_dropout: float = typer.Option(0.2, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """Train the tiny VAE + DiT on demos with the pipeline's own parameterisation."""
+    import torch
+
+    from services.trainer.world_model_train import WMTrainConfig, train_world_model
+    from w2a_models.episodes import EpisodeFormatError
+
+    torch.set_num_threads(1)
+    cfg = WMTrainConfig(vae_steps=vae_steps, dit_steps=dit_steps, latent_clips=latent_clips,
+                        text_dropout=text_dropout, seed=seed)
+    try:
+        report = train_world_model(data, out, cfg, progress=not quiet)
+    except (ValueError, EpisodeFormatError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({k: v for k, v in report.items() if k != "log"}))
+
+
+@app.command("wm-eval")
+def wm_eval_cmd(
+    model: Path = typer.Option(..., help="World-model directory."),
+    data: Optional[Path] = typer.Option(None, help="Held-out episodes (default: those recorded at training)."),
+    clips: int = typer.Option(24, min=1),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Generated vs true future chunk latents, against copy-frame, dataset-mean and wrong-skill."""
+    import torch
+
+    from services.trainer.world_model_eval import evaluate_world_model
+
+    torch.set_num_threads(1)
+    try:
+        result = evaluate_world_model(str(model), str(data) if data else None, clips, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 @app.command("train-base")
 def train_base_cmd(
     data: Path = typer.Option(..., help="Episode directory (from `w2a collect`)."),
