@@ -269,6 +269,7 @@ def wm_eval_cmd(
     data: Optional[Path] = typer.Option(None, help="Held-out episodes (default: those recorded at training)."),
     clips: int = typer.Option(24, min=1),
     seed: int = typer.Option(0),
+    guidance: float = typer.Option(1.0, min=1.0, help="Classifier-free guidance scale (1 = off)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generated vs true future chunk latents, against copy-frame, dataset-mean and wrong-skill."""
@@ -278,7 +279,8 @@ def wm_eval_cmd(
 
     torch.set_num_threads(1)
     try:
-        result = evaluate_world_model(str(model), str(data) if data else None, clips, seed)
+        result = evaluate_world_model(str(model), str(data) if data else None, clips, seed,
+                                      guidance_scale=guidance)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=None if as_json else 1))

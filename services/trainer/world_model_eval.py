@@ -17,7 +17,7 @@ import torch
 from services.planner.rules import decompose
 from services.trainer.world_model_train import ClipSource
 from w2a_models.episodes import read_episode
-from w2a_models.world_model import WorldModel
+from w2a_models.world_model import WorldModel, WorldModelConfig
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -26,8 +26,8 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 24, seed: int = 0,
-                         progress=None) -> dict:
-    wm = WorldModel.from_pretrained(model_dir)
+                         progress=None, guidance_scale: float = 1.0) -> dict:
+    wm = WorldModel.from_pretrained(model_dir, WorldModelConfig(guidance_scale=guidance_scale))
     meta = getattr(wm, "meta", {})
     if data is None:
         paths = meta.get("episodes_heldout") or []
@@ -72,6 +72,7 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
                "wrong_skill": err["wrong"]}.items()}
     result["vae_psnr_db"] = float(np.mean(psnr))
     result["clips"] = clips
+    result["guidance_scale"] = guidance_scale
     result["wrong_over_right"] = result["latent_mse_wrong_skill"] / max(result["latent_mse_model"], 1e-12)
     # paired: how often the right skill beats the wrong one on the same clip and seed
     result["right_beats_wrong_frac"] = float(np.mean(np.array(err["model"]) < np.array(err["wrong"])))
