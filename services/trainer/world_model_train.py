@@ -100,6 +100,20 @@ def karras_sigmas(u: torch.Tensor) -> torch.Tensor:
     return (hi + u * (lo - hi)) ** RHO
 
 
+@torch.no_grad()
+def make_encoder_deterministic(vae, log_std: float = -15.0) -> None:
+    """Pin the posterior's log-variance channels to a tiny constant.
+
+    The pipeline *samples* the posterior for its conditioning frame; the decoder was trained on
+    the posterior mode, and a tiny KL weight lets the variance drift towards 1, which would make
+    the conditioning latent pure noise. With logvar = 2*log_std the sample equals the mode.
+    """
+    z = vae.config.z_dim
+    conv = vae.quant_conv
+    conv.weight[z:] = 0.0
+    conv.bias[z:] = 2.0 * log_std
+
+
 def train_vae(vae, source: ClipSource, cfg: WMTrainConfig, rng, progress: bool, log: list) -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
     vae.train()
@@ -189,6 +203,7 @@ def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WM
 
     t0 = time.time()
     train_vae(vae, source, cfg, rng, progress, log)
+    make_encoder_deterministic(vae)
     vae_minutes = (time.time() - t0) / 60
 
     samples = [source.sample(rng, cfg.clip_frames) for _ in range(cfg.latent_clips)]
