@@ -286,6 +286,47 @@ def wm_eval_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
+@app.command("train-adapters")
+def train_adapters_cmd(
+    data: Path = typer.Option(..., help="Episode directory (64px demos)."),
+    out: Path = typer.Option(..., help="Output directory (checkpoint, eval JSON, loss PNG)."),
+    wm_url: str = typer.Option("127.0.0.1:8001", help="World-model service (Triton gRPC)."),
+    alignment: str = typer.Option("chunk", help="chunk | trajectory (the paper's ablation)."),
+    steps: int = typer.Option(1500, min=1),
+    batch_size: int = typer.Option(64, min=2),
+    hard_negatives: int = typer.Option(4, min=0),
+    chunk_size: int = typer.Option(8, min=4),
+    cache_dir: Path = typer.Option(Path("runs/cache/wm_latents"), help="WM latent cache."),
+    resume: bool = typer.Option(False, help="Continue from OUT/checkpoint."),
+    seed: int = typer.Option(0),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Stage 1: align WM chunk latents (from wm_encode) with action chunks; held-out retrieval."""
+    import torch
+
+    from services.trainer.stage1 import Stage1Config, train_stage1
+    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from services.world_model.client import WorldModelClient, WorldModelError
+    from w2a_models.episodes import EpisodeFormatError, find_episode_files
+
+    torch.set_num_threads(1)
+    if alignment not in ("chunk", "trajectory"):
+        _fail("--alignment must be 'chunk' or 'trajectory'")
+    try:
+        with WorldModelClient(wm_url, timeout=120) as client:
+            client.wait_ready(30)
+            chunks = build_chunks(find_episode_files(data), TritonEncoder(client), chunk_size,
+                                  cache_dir, progress=not as_json)
+        result = train_stage1(chunks, out, Stage1Config(alignment=alignment, steps=steps,
+                              batch_size=batch_size, hard_negatives=hard_negatives, seed=seed),
+                              progress=not as_json, resume=resume)
+    except (WorldModelError, EpisodeFormatError, ValueError) as exc:
+        _fail(str(exc))
+    keys = ("alignment", "v2a_top1_same_skill", "a2v_top1_same_skill", "v2a_top1_all", "recon_mse")
+    summary = {k: result[k] for k in keys}
+    typer.echo(json.dumps(summary if as_json else result, indent=None if as_json else 1))
+
+
 @app.command("train-base")
 def train_base_cmd(
     data: Path = typer.Option(..., help="Episode directory (from `w2a collect`)."),

@@ -1,0 +1,156 @@
+"""Stage 1: align world-model chunk latents and action chunks (``w2a train-adapters``).
+
+VideoAdapter + ActionAdapter + decoder are trained with bidirectional InfoNCE (tau 0.07) plus
+action reconstruction. Each batch row gets K hard negatives: chunks of *other demos of the same
+skill*; the rest of the batch are the easy negatives. ``alignment="trajectory"`` is the paper's
+ablation: one pooled pair per demo (mean over its chunks). Both are evaluated the same way, on
+chunk-level retrieval among held-out demos, so the figures compare.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from services.trainer.stage1_data import ChunkSet
+from w2a_models.adapters import AdapterConfig, Stage1Adapters
+from w2a_models.checkpoints import load_checkpoint, save_module
+from w2a_models.losses import Stage1LossConfig, stage1_loss
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    alignment: str = "chunk"  # or "trajectory"
+    steps: int = 1500
+    batch_size: int = 64
+    hard_negatives: int = 4
+    lr: float = 1e-3
+    temperature: float = 0.07
+    reconstruction_weight: float = 1.0
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+
+def split_by_demo(chunks: ChunkSet, fraction: float, seed: int) -> tuple[ChunkSet, ChunkSet]:
+    demos = np.unique(chunks.demo)
+    rng = np.random.default_rng(seed)
+    held = rng.choice(demos, size=max(1, int(round(len(demos) * fraction))), replace=False)
+    mask = np.isin(chunks.demo, held)
+    return chunks.subset(~mask), chunks.subset(mask)
+
+
+def trajectory_pairs(chunks: ChunkSet) -> ChunkSet:
+    """One pooled (video, action) pair per demo; its 'skill' is the demo's task."""
+    demos = np.unique(chunks.demo)
+    task_of = {}
+    lat, act, skill = [], [], []
+    for d in demos:
+        m = chunks.demo == d
+        lat.append(chunks.latents[m].mean(0))
+        act.append(chunks.actions[m].mean(0))
+        task = chunks.skill_names[chunks.skill[m][0]].split(":")[0]
+        skill.append(task_of.setdefault(task, len(task_of)))
+    return ChunkSet(np.stack(lat), np.stack(act), np.asarray(skill), demos, list(task_of), chunks.demo_names)
+
+
+def hard_negative_index(skill: np.ndarray, demo: np.ndarray, rows: np.ndarray, k: int,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: k indices of chunks with the same skill from *other* demos (mask pads)."""
+    index = np.zeros((len(rows), k), dtype=np.int64)
+    mask = np.zeros((len(rows), k), dtype=bool)
+    for i, r in enumerate(rows):
+        pool = np.flatnonzero((skill == skill[r]) & (demo != demo[r]))
+        if len(pool) == 0:
+            continue
+        chosen = rng.choice(pool, size=min(k, len(pool)), replace=False)
+        index[i, : len(chosen)] = chosen
+        mask[i, : len(chosen)] = True
+    return index, mask
+
+
+@torch.no_grad()
+def retrieval(model: Stage1Adapters, chunks: ChunkSet) -> dict:
+    lat, act = torch.from_numpy(chunks.latents), torch.from_numpy(chunks.actions)
+    zv = torch.nn.functional.normalize(model.video(lat), dim=-1)
+    za = torch.nn.functional.normalize(model.action(act), dim=-1)
+    recon = float(torch.mean((model.decoder(model.action(act)) - act) ** 2))
+    sim = (zv @ za.T).numpy()
+    same = chunks.skill[:, None] == chunks.skill[None, :]
+
+    def ranks(s: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        s = np.where(allowed, s, -np.inf)
+        diag = np.diag(s)
+        return (s > diag[:, None]).sum(axis=1)  # 0 = the true partner ranks first
+
+    out = {}
+    for name, matrix in (("v2a", sim), ("a2v", sim.T)):
+        r_all, r_same = ranks(matrix, np.ones_like(same)), ranks(matrix, same)
+        out[f"{name}_top1_all"] = float(np.mean(r_all < 1))
+        out[f"{name}_top5_all"] = float(np.mean(r_all < 5))
+        out[f"{name}_top1_same_skill"] = float(np.mean(r_same < 1))
+        out[f"{name}_top5_same_skill"] = float(np.mean(r_same < 5))
+    out["chance_top1_all"] = 1.0 / len(chunks)
+    out["chance_top1_same_skill"] = float(np.mean(1.0 / same.sum(axis=1)))
+    out["recon_mse"] = recon
+    out["heldout_chunks"] = len(chunks)
+    return out
+
+
+def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage1Config(),
+                 progress: bool = True, resume: bool = False) -> dict:
+    from services.trainer.plots import plot_curves
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    out = Path(out)
+    train, held = split_by_demo(chunks, config.holdout_fraction, config.seed)
+    pairs = trajectory_pairs(train) if config.alignment == "trajectory" else train
+    if config.alignment not in ("chunk", "trajectory"):
+        raise ValueError("alignment must be 'chunk' or 'trajectory'")
+    adapter_cfg = AdapterConfig(token_dim=chunks.latents.shape[-1], action_dim=chunks.actions.shape[-1],
+                                chunk_size=chunks.actions.shape[1])
+    model = Stage1Adapters(adapter_cfg)
+    start_step = 0
+    ckpt_dir = out / "checkpoint"
+    if resume and (ckpt_dir / "manifest.json").exists():
+        tensors, manifest = load_checkpoint(ckpt_dir)
+        model.load_state_dict(tensors)
+        start_step = int(manifest.config.get("step", 0))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    loss_cfg = Stage1LossConfig(config.temperature, 1.0, config.reconstruction_weight)
+    lat, act = torch.from_numpy(pairs.latents), torch.from_numpy(pairs.actions)
+    batch = min(config.batch_size, len(pairs))
+    history = []
+    bar = tqdm(range(start_step, config.steps), desc=f"stage1 {config.alignment}", disable=not progress)
+    for step in bar:
+        rows = rng.choice(len(pairs), size=batch, replace=False)
+        hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, config.hard_negatives, rng)
+        zv, za = model.video(lat[rows]), model.action(act[rows])
+        hv = model.video(lat[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
+        ha = model.action(act[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
+        loss = stage1_loss(zv, za, model.decoder(za), act[rows], loss_cfg, ha, hv, torch.from_numpy(mask))
+        opt.zero_grad()
+        loss.total.backward()
+        opt.step()
+        if step % 25 == 0 or step + 1 == config.steps:
+            history.append({"step": step + 1, "total": loss.total.item(),
+                            "contrastive": loss.contrastive.item(), "reconstruction": loss.reconstruction.item()})
+            bar.set_postfix(loss=f"{loss.total.item():.3f}")
+    model.eval()
+    metrics = retrieval(model, held)
+    result = {"alignment": config.alignment, **metrics, "train_pairs": len(pairs),
+              "skills": len(chunks.skill_names), "config": asdict(config)}
+    save_module(ckpt_dir, model, version=str(config.steps),
+                config={"adapter": asdict(adapter_cfg), "step": config.steps, "alignment": config.alignment})
+    (out / "stage1_eval.json").write_text(json.dumps(result, indent=1))
+    (out / "stage1_history.json").write_text(json.dumps(history))
+    if history:
+        plot_curves(out / "stage1_loss.png",
+                    {k: [(h["step"], h[k]) for h in history] for k in ("total", "contrastive", "reconstruction")},
+                    f"Stage 1 ({config.alignment}-wise)")
+    return result
