@@ -86,3 +86,45 @@ def test_bad_inputs_get_clear_errors_and_the_server_stays_up(stack):
     raw.close()
     assert client.ready()
     assert client.encode(_clip()).shape == (4, 128)
+
+
+def test_stage1_chunks_through_triton_are_cached(stack, tmp_path):
+    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from w2a_models.episodes import Episode, EpisodeStore, read_episode
+
+    _, client, local = stack
+    rng = np.random.default_rng(0)
+    store = EpisodeStore(tmp_path / "eps")
+    for seed in range(2):
+        T = 26
+        state = np.zeros((T, 18), np.float32)
+        state[:, 0] = np.linspace(0, 1, T)  # the hand moves; the object rises after the grasp
+        state[13:, 6] = 0.1
+        store.add(Episode(frames=rng.integers(0, 255, (T, 64, 64, 3), dtype=np.uint8),
+                          actions=rng.standard_normal((T, 4)).astype(np.float32), state=state,
+                          gripper=(np.arange(T) >= 13).astype(np.float32),
+                          instruction="pick up the puck and place it at the goal",
+                          task="pick-place-v3", seed=seed))
+
+    class Counting:
+        def __init__(self):
+            self.calls = 0
+
+        def encode(self, clip):
+            self.calls += 1
+            return client.encode(clip)
+
+    counting = Counting()
+    encoder = TritonEncoder(counting, version="test")
+    chunks = build_chunks(store.paths(), encoder, 8, tmp_path / "cache", progress=False)
+    # segments [0,13) and [13,25): one 8-step chunk in each, per demo
+    assert chunks.latents.shape == (4, 2, 128) and chunks.actions.shape == (4, 8, 4)
+    assert sorted(chunks.skill_names) == ["pick-place-v3: carry the puck to the goal and place it",
+                                          "pick-place-v3: reach and grasp the puck"]
+    episode = read_episode(store.paths()[0])
+    expected = local.encode(episode.frames[0:9])[1:]
+    np.testing.assert_allclose(chunks.latents[0], expected, atol=1e-4)
+    calls = counting.calls
+    again = build_chunks(store.paths(), encoder, 8, tmp_path / "cache", progress=False)
+    assert counting.calls == calls  # served from the cache
+    np.testing.assert_array_equal(again.latents, chunks.latents)
