@@ -11,7 +11,7 @@ import json
 import io
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import grpc
 import numpy as np

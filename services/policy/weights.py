@@ -17,7 +17,6 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from w2a_models.checkpoints import (

@@ -8,7 +8,6 @@ import sys
 import time
 
 import httpx
-import pytest
 import redis
 from fastapi.testclient import TestClient
 

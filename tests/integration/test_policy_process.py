@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import grpc
@@ -14,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.policy.client import PolicyClient
-from tests.integration.test_rollout_logging import _records, _wait_for
+from tests.integration.test_rollout_logging import _records
 from tests.policy_helpers import ROBOT, TRAINER, observation, tiny_base
 
 INSTR = "open the door"
