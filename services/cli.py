@@ -245,6 +245,7 @@ def train_wm_cmd(
     latent_clips: int = typer.Option(1500, min=8),
     text_dropout: float = typer.Option(0.2, min=0.0, max=1.0),
     seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="Continue the DiT of the model already in OUT."),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train the tiny VAE + DiT on demos with the pipeline's own parameterisation."""
@@ -257,7 +258,7 @@ def train_wm_cmd(
     cfg = WMTrainConfig(vae_steps=vae_steps, dit_steps=dit_steps, latent_clips=latent_clips,
                         text_dropout=text_dropout, seed=seed)
     try:
-        report = train_world_model(data, out, cfg, progress=not quiet)
+        report = train_world_model(data, out, cfg, progress=not quiet, resume=resume)
     except (ValueError, EpisodeFormatError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "log"}))

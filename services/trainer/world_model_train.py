@@ -33,7 +33,7 @@ from services.planner.rules import decompose
 from services.segmentation import segment_loaded
 from w2a_models.episodes import Episode, find_episode_files, read_episode
 from w2a_models.skills import align_skills
-from w2a_models.world_model.builder import TinyWMSpec, save_components, tiny_components
+from w2a_models.world_model.builder import W2A_CONFIG, TinyWMSpec, save_components, tiny_components
 
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 T_COND = 1e-4 / (1 + 1e-4)
@@ -181,8 +181,26 @@ def train_dit(transformer, latents: torch.Tensor, text: torch.Tensor, cfg: WMTra
     transformer.eval()
 
 
+def _load_previous(out: Path):
+    """Components and metadata of an earlier run in ``out`` (for --resume), or None."""
+    from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, FlowMatchEulerDiscreteScheduler
+
+    if not (out / W2A_CONFIG).exists() or not (out / "transformer").is_dir():
+        return None
+    meta = json.loads((out / W2A_CONFIG).read_text())
+    return (AutoencoderKLWan.from_pretrained(out / "vae"),
+            CosmosTransformer3DModel.from_pretrained(out / "transformer"),
+            FlowMatchEulerDiscreteScheduler.from_pretrained(out / "scheduler"), meta)
+
+
 def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WMTrainConfig(),
-                      spec: TinyWMSpec = TinyWMSpec(), progress: bool = True) -> dict:
+                      spec: TinyWMSpec = TinyWMSpec(), progress: bool = True,
+                      resume: bool = False) -> dict:
+    """Train (or with ``resume``, continue training the DiT of) the world model in ``out``.
+
+    Resuming keeps the trained VAE and its latent statistics (the DiT's input space) and runs
+    ``dit_steps`` more DiT steps from the saved weights with a fresh warm-up/cosine schedule.
+    """
     from w2a_models.text import shared_encoder
 
     torch.manual_seed(cfg.seed)
@@ -198,20 +216,30 @@ def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WM
         raise ValueError(f"frames are {size}px; the tiny WM needs a multiple of 16")
     spec = TinyWMSpec(**{**asdict(spec), "image_size": size})
     source = ClipSource.from_episodes(episodes)
-    vae, transformer, scheduler = tiny_components(spec, cfg.seed)
+    previous = _load_previous(Path(out)) if resume else None
     log: list[dict] = []
-
     t0 = time.time()
-    train_vae(vae, source, cfg, rng, progress, log)
-    make_encoder_deterministic(vae)
+    if previous is None:
+        vae, transformer, scheduler = tiny_components(spec, cfg.seed)
+        train_vae(vae, source, cfg, rng, progress, log)
+        make_encoder_deterministic(vae)
+        prior_dit_steps = 0
+    else:
+        vae, transformer, scheduler, old_meta = previous
+        vae.eval()
+        prior_dit_steps = int(old_meta.get("dit_steps_total", old_meta.get("train", {}).get("dit_steps", 0)))
     vae_minutes = (time.time() - t0) / 60
 
     samples = [source.sample(rng, cfg.clip_frames) for _ in range(cfg.latent_clips)]
     clips = np.stack([s[0] for s in samples])
     raw = encode_clips(vae, clips)
-    mean = raw.mean(dim=(0, 2, 3, 4))
-    std = raw.std(dim=(0, 2, 3, 4)) + 1e-4
-    vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    if previous is None:
+        mean = raw.mean(dim=(0, 2, 3, 4))
+        std = raw.std(dim=(0, 2, 3, 4)) + 1e-4
+        vae.register_to_config(latents_mean=mean.tolist(), latents_std=std.tolist())
+    else:  # the DiT was trained in this normalisation: keep it
+        mean = torch.tensor(vae.config.latents_mean)
+        std = torch.tensor(vae.config.latents_std)
     latents = (raw - mean.view(1, -1, 1, 1, 1)) / std.view(1, -1, 1, 1, 1)
     encoder = shared_encoder()
     texts = [s[1] for s in samples]
@@ -224,13 +252,14 @@ def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WM
     dit_minutes = (time.time() - t0) / 60
 
     meta = {"spec": asdict(spec), "text": "minilm", "version": str(int(time.time())),
-            "train": asdict(cfg), "episodes_train": [p.name for p in train_paths],
+            "train": asdict(cfg), "dit_steps_total": prior_dit_steps + cfg.dit_steps, "episodes_train": [p.name for p in train_paths],
             "episodes_heldout": [str(p) for p in hold_paths], "skills": unique}
     save_components(out, vae, transformer, scheduler, meta)
-    report = {"out": str(out), "episodes_train": len(train_paths), "episodes_heldout": len(hold_paths),
+    report = {"out": str(out), "resumed_from_dit_steps": prior_dit_steps,
+              "episodes_train": len(train_paths), "episodes_heldout": len(hold_paths),
               "vae_minutes": vae_minutes, "dit_minutes": dit_minutes,
               "total_minutes": (time.time() - started) / 60,
-              "final_vae_loss": next(r["loss"] for r in reversed(log) if r["phase"] == "vae"),
+              "final_vae_loss": next((r["loss"] for r in reversed(log) if r["phase"] == "vae"), None),
               "final_dit_loss": log[-1]["loss"], "log": log}
     Path(out, "train_log.json").write_text(json.dumps(report, indent=1))
     return report

@@ -26,6 +26,16 @@ def test_train_then_eval_runs_and_loads(tmp_path):
     assert report["episodes_train"] == 2 and report["episodes_heldout"] == 1
     model = WorldModel.from_pretrained(out)
     assert model.meta["spec"]["image_size"] == 32
+    stats = model.vae.config.latents_mean
+    again = subprocess.run([sys.executable, "-m", "services.cli", "train-wm", "--data", str(data),
+                            "--out", str(out), "--dit-steps", "2", "--latent-clips", "8", "--resume",
+                            "--quiet"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = json.loads(again.stdout.strip().splitlines()[-1])
+    assert resumed["resumed_from_dit_steps"] == 3
+    reloaded = WorldModel.from_pretrained(out)
+    assert reloaded.meta["dit_steps_total"] == 5
+    assert reloaded.vae.config.latents_mean == stats  # the DiT's input space is kept
     ev = subprocess.run([sys.executable, "-m", "services.cli", "wm-eval", "--model", str(out),
                          "--clips", "2", "--json"], capture_output=True, text=True)
     assert ev.returncode == 0, ev.stderr[-2000:]
