@@ -128,3 +128,28 @@ def test_stage1_chunks_through_triton_are_cached(stack, tmp_path):
     again = build_chunks(store.paths(), encoder, 8, tmp_path / "cache", progress=False)
     assert counting.calls == calls  # served from the cache
     np.testing.assert_array_equal(again.latents, chunks.latents)
+
+
+def test_serve_world_model_cli_stops_cleanly_on_sigterm(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    model_dir = build_tiny(tmp_path / "tiny")
+    http, grpc_port, metrics = free_port(), free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "world-model",
+                             "--model", str(model_dir), "--http-port", str(http),
+                             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
+                             "--workdir", str(tmp_path / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ})
+    try:
+        with WorldModelClient(f"127.0.0.1:{grpc_port}") as client:
+            client.wait_ready(120)
+            assert client.encode(_clip(5)).shape == (2, 128)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "world model stopped (tritonserver exit 0)" in out
