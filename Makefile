@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-slow clean protos
+.PHONY: install demo test test-slow clean protos bench
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -34,3 +34,11 @@ clean:
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+# Benchmarks over real servers on loopback; JSON lands in reports/.
+bench: $(STAMP)
+	mkdir -p reports
+	$(BIN)/w2a bench policy --json --robots 16 > reports/bench_policy.json
+	$(BIN)/w2a bench weights --json > reports/bench_weights.json
+	$(BIN)/w2a bench world-model --json > reports/bench_world_model.json
+	cat reports/bench_*.json
