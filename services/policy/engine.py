@@ -49,6 +49,7 @@ class StepOutput:
     base_ms: float
     residual_ms: float
     batch_size: int
+    features: np.ndarray | None = None  # the base's observation features (the residual's input)
 
 
 class EngineStopped(RuntimeError):
@@ -167,6 +168,7 @@ class PolicyEngine:
         return [
             StepOutput(
                 final=safe.final[i], base=safe.base[i], residual=safe.residual[i],
+                features=base_out.features[i],
                 version=0 if steps[i].base_only else slot.version,
                 fallback=bool(safe.fallback[i]), fallback_reason=safe.reasons[i],
                 queue_ms=(start - steps[i].enqueued_at) * 1e3, base_ms=base_ms,

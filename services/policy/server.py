@@ -192,6 +192,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             "base_only": req.base_only, "policy_version": out.version, "fallback": out.fallback,
             "state": state, "chunk": list(out.final.shape),
             "base": out.base, "residual": out.residual, "final": out.final,
+            # the trainer recomputes the residual from these with its current weights (Stage 2)
+            "features": out.features,
             "client_time": req.client_time, "server_time": time.time(), "server_ms": server_ms,
         }
         if self.settings.log_images:

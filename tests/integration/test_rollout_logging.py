@@ -47,6 +47,8 @@ def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
     np.testing.assert_allclose(np.frombuffer(first["state"], np.float32), state)
     final = np.frombuffer(first["final"], np.float32).reshape(first["chunk"])
     assert final.shape == (4, 4)
+    features = np.frombuffer(first["features"], np.float32)
+    assert features.shape == (base.spec.feature_dim,) and np.isfinite(features).all()
     assert np.frombuffer(first["images"]["corner"]["data"], np.uint8).size == 32 * 32 * 3
     assert records[-1] == {**records[-1], "kind": "episode_end", "success": True, "episode_id": "ep1"}
 
