@@ -1,0 +1,79 @@
+"""Stage 2 update math: the reward-free residual objective on logged rollouts.
+
+For each logged chunk: z^v = B_v(world-model latents of the chunk, imagined by ``wm_generate``
+from the chunk's first frame and its skill), z^a = B_a(a_base + f_theta(features, a_base)) with
+the residual recomputed under the current theta, so gradients reach the residual only (both
+adapters stay frozen). Loss: bidirectional InfoNCE (in-batch negatives) plus a small L2 on the
+residual. Deviation from the paper, and why: the L2 term (``residual_l2``) keeps the residual
+near zero where the contrastive signal is weak, the same role the paper's bounded residual plays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from w2a_models.adapters import Stage1Adapters
+from w2a_models.losses import info_nce
+from w2a_models.residual import ResidualPolicy
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    temperature: float = 0.07
+    residual_l2: float = 0.01
+    lr: float = 1e-4
+
+
+@dataclass
+class StepSample:
+    entry_id: str
+    features: np.ndarray  # [F]
+    base: np.ndarray  # [M, A]
+    frame: np.ndarray  # uint8 [H, W, 3]: the chunk's first observation
+    skill: str
+    episode: str
+
+
+def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSample | None:
+    """A logged step -> training sample; None for markers, base-only steps and fallbacks."""
+    if record.get("kind") != "step" or record.get("base_only") or record.get("fallback"):
+        return None
+    if "features" not in record or "images" not in record or camera not in record["images"]:
+        return None
+    chunk = tuple(record["chunk"])
+    image = record["images"][camera]
+    return StepSample(
+        entry_id=entry_id,
+        features=np.frombuffer(record["features"], np.float32).copy(),
+        base=np.frombuffer(record["base"], np.float32).reshape(chunk).copy(),
+        frame=np.frombuffer(image["data"], np.uint8).reshape(image["shape"]).copy(),
+        skill=record.get("skill") or record.get("instruction", ""),
+        episode=f"{record.get('robot_id')}/{record.get('episode_id')}",
+    )
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
+def stage2_loss(adapters: Stage1Adapters, residual: ResidualPolicy, features: torch.Tensor,
+                base: torch.Tensor, video_latents: torch.Tensor, config: Stage2Config = Stage2Config()
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """features [B,F], base [B,M,A], video_latents [B,L,D] -> (loss, stats)."""
+    if features.shape[0] < 2:
+        raise ValueError("Stage 2 needs at least 2 chunks per batch (in-batch negatives)")
+    with torch.no_grad():
+        z_video = adapters.video(video_latents)
+    res = residual(features, base)
+    z_action = adapters.action(base + res)
+    contrastive = info_nce(z_video, z_action, config.temperature)
+    l2 = (res ** 2).mean()
+    loss = contrastive + config.residual_l2 * l2
+    return loss, {"loss": loss.item(), "contrastive": contrastive.item(), "residual_l2": l2.item(),
+                  "residual_abs_max": res.detach().abs().max().item()}

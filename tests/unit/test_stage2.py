@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from services.common.rollout_log import pack_record, unpack_record
+from services.trainer.stage2 import Stage2Config, decode_step, freeze, stage2_loss
+from w2a_models.adapters import AdapterConfig, Stage1Adapters
+from w2a_models.residual import ResidualConfig, ResidualPolicy
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    adapters = freeze(Stage1Adapters(AdapterConfig(token_dim=16, action_dim=4, chunk_size=8)))
+    residual = ResidualPolicy(ResidualConfig(obs_dim=10, action_dim=4, chunk_size=8, hidden=32, scale=0.5))
+    features, base = torch.randn(8, 10), torch.randn(8, 8, 4) * 0.1
+    video = torch.randn(8, 2, 16)
+    return adapters, residual, features, base, video
+
+
+def test_gradients_reach_only_the_residual_and_the_loss_falls():
+    adapters, residual, features, base, video = _setup()
+    before = {k: v.clone() for k, v in adapters.state_dict().items()}
+    opt = torch.optim.Adam(residual.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        loss, stats = stage2_loss(adapters, residual, features, base, video, Stage2Config(residual_l2=0.0))
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is None for p in adapters.parameters())
+        assert residual.head.weight.grad is not None
+        opt.step()
+        losses.append(stats["contrastive"])
+    assert losses[-1] < losses[0] - 0.1
+    for k, v in adapters.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert stats["residual_abs_max"] <= 0.5 + 1e-6  # bounded by the residual's scale
+
+
+def test_needs_in_batch_negatives():
+    adapters, residual, features, base, video = _setup()
+    with pytest.raises(ValueError):
+        stage2_loss(adapters, residual, features[:1], base[:1], video[:1])
+
+
+def test_decode_step_from_a_logged_record():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    record = {"kind": "step", "robot_id": "r", "episode_id": "e", "skill": "push the puck",
+              "base_only": False, "fallback": False, "chunk": [8, 4],
+              "base": rng.standard_normal((8, 4)).astype(np.float32),
+              "features": rng.standard_normal(10).astype(np.float32),
+              "images": {"corner": {"shape": [8, 8, 3], "data": frame}}}
+    sample = decode_step("1-0", unpack_record(pack_record(record)), "corner")
+    assert sample.skill == "push the puck" and sample.episode == "r/e"
+    np.testing.assert_array_equal(sample.frame, frame)
+    np.testing.assert_allclose(sample.base, record["base"])
+    assert decode_step("2-0", {**record, "base_only": True}, "corner") is None
+    assert decode_step("3-0", {"kind": "episode_end"}, "corner") is None
