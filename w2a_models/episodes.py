@@ -223,3 +223,17 @@ def find_episode_files(root: str | os.PathLike) -> list[Path]:
     if indexes:
         return [p for idx in indexes for p in EpisodeStore(idx.parent).paths()]
     return sorted(p for p in root.rglob("*.npz") if not p.name.startswith("."))
+
+
+def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Split episode files into (train, held-out) by a seeded permutation.
+
+    With two or more files at least one is held out and at least one kept for training."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(paths))
+    n_hold = 0
+    if len(paths) > 1:
+        n_hold = min(max(int(round(len(paths) * fraction)), 1), len(paths) - 1)
+    hold = {int(i) for i in order[:n_hold]}
+    return ([p for i, p in enumerate(paths) if i not in hold],
+            [p for i, p in enumerate(paths) if i in hold])

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from w2a_models.base_policy.tiny_vla import TinyVLA, TinyVLAConfig, TinyVLANet
-from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.episodes import Episode, find_episode_files, read_episode, split_holdout
 from w2a_models.text import shared_encoder
 
 
@@ -60,15 +60,6 @@ class BCDataset:
                 torch.from_numpy(self.state[index]), torch.from_numpy(self.targets[index]))
 
 
-def _split(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(paths))
-    n_hold = int(round(len(paths) * fraction)) if len(paths) > 1 else 0
-    n_hold = min(max(n_hold, 1 if len(paths) > 1 else 0), len(paths) - 1)
-    hold = {int(i) for i in order[:n_hold]}
-    return ([p for i, p in enumerate(paths) if i not in hold], [p for i, p in enumerate(paths) if i in hold])
-
-
 @torch.no_grad()
 def _eval_loss(net: TinyVLANet, data: BCDataset, batch_size: int = 256) -> float:
     net.eval()
@@ -91,7 +82,7 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     paths = find_episode_files(data_dir)
     if not paths:
         raise ValueError(f"no episodes under {data_dir}")
-    train_paths, hold_paths = _split(paths, config.holdout_fraction, config.seed)
+    train_paths, hold_paths = split_holdout(paths, config.holdout_fraction, config.seed)
     encoder = shared_encoder()
     train_eps = [read_episode(p) for p in train_paths]
     size = train_eps[0].frames.shape[1]

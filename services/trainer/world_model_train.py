@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from services.planner.rules import decompose
 from services.segmentation import segment_loaded
-from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.episodes import Episode, find_episode_files, read_episode, split_holdout
 from w2a_models.skills import align_skills
 from w2a_models.world_model.builder import W2A_CONFIG, TinyWMSpec, save_components, tiny_components
 
@@ -82,13 +82,6 @@ class ClipSource:
             if ep.length >= frames:
                 s = int(rng.integers(ep.length - frames + 1))
                 return ep.frames[s : s + frames], self.skills[e][s], e, s
-
-
-def split_paths(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
-    order = np.random.default_rng(seed).permutation(len(paths))
-    n_hold = max(1, int(round(len(paths) * fraction))) if len(paths) > 1 else 0
-    hold = set(order[:n_hold].tolist())
-    return [p for i, p in enumerate(paths) if i not in hold], [p for i, p in enumerate(paths) if i in hold]
 
 
 def _to_tensor(clips: np.ndarray) -> torch.Tensor:
@@ -209,7 +202,7 @@ def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WM
     paths = find_episode_files(data)
     if len(paths) < 2:
         raise ValueError(f"need at least 2 episodes under {data}, found {len(paths)}")
-    train_paths, hold_paths = split_paths(paths, cfg.holdout_fraction, cfg.seed)
+    train_paths, hold_paths = split_holdout(paths, cfg.holdout_fraction, cfg.seed)
     episodes = [read_episode(p) for p in train_paths]
     size = episodes[0].frames.shape[1]
     if size % 16:

@@ -108,11 +108,11 @@ class WorldModelClient:
     def generate_chain(self, frame: np.ndarray, skills: list[str], frames_per_skill: int = 13,
                        seed: int = 0) -> list[Generated]:
         """Skill-WM over the service: each segment starts from the previous segment's last frame."""
-        if not skills:
-            raise WorldModelError("generate_chain needs at least one skill")
-        segments, current = [], np.asarray(frame)
-        for i, skill in enumerate(skills):
-            segment = self.generate(current, skill, frames_per_skill, seed + i, return_video=True)
-            segments.append(segment)
-            current = segment.video[-1]
-        return segments
+        from w2a_models.world_model.model import chain_skills
+
+        try:
+            return chain_skills(lambda f, skill, s: self.generate(f, skill, frames_per_skill, s,
+                                                                  return_video=True),
+                                frame, skills, seed)
+        except ValueError as exc:
+            raise WorldModelError(str(exc)) from None

@@ -260,14 +260,21 @@ class WorldModel:
                        seed: int = 0) -> list[Generation]:
         """Skill-WM: one segment per skill, each conditioned on the decoded last frame of the
         previous segment (the first on ``frame``). Every segment's video is decoded."""
-        if not skills:
-            raise ValueError("generate_chain needs at least one skill")
-        segments, current = [], np.asarray(frame)
-        for i, skill in enumerate(skills):
-            generation = self.generate(current, skill, frames_per_skill, seed + i, decode=True)
-            segments.append(generation)
-            current = generation.video[-1]
-        return segments
+        return chain_skills(lambda f, skill, s: self.generate(f, skill, frames_per_skill, s, decode=True),
+                            frame, skills, seed)
+
+
+def chain_skills(generate, frame: np.ndarray, skills: list[str], seed: int = 0) -> list:
+    """The Skill-WM loop shared by the in-process model and the service client: segment i is
+    ``generate(frame_i, skill_i, seed + i)`` and frame_{i+1} is the last frame of its video."""
+    if not skills:
+        raise ValueError("generate_chain needs at least one skill")
+    segments, current = [], np.asarray(frame)
+    for i, skill in enumerate(skills):
+        segment = generate(current, skill, seed + i)
+        segments.append(segment)
+        current = segment.video[-1]
+    return segments
 
 
 def write_video(path: str | Path, video: np.ndarray, fps: int = 8) -> Path:
