@@ -158,6 +158,9 @@ class RolloutLogger:
         pipe.execute()
 
     def _replay_spool(self) -> None:
+        # While Redis stays down this runs every retry interval: probe it before reading the
+        # whole spool file again.
+        self._client.ping()
         pending = self.spool.read_all()
         for start in range(0, len(pending), self.batch_size):
             self._xadd(pending[start : start + self.batch_size])

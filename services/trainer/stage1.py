@@ -108,10 +108,10 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     out = Path(out)
-    train, held = split_by_demo(chunks, config.holdout_fraction, config.seed)
-    pairs = trajectory_pairs(train) if config.alignment == "trajectory" else train
     if config.alignment not in ("chunk", "trajectory"):
         raise ValueError("alignment must be 'chunk' or 'trajectory'")
+    train, held = split_by_demo(chunks, config.holdout_fraction, config.seed)
+    pairs = trajectory_pairs(train) if config.alignment == "trajectory" else train
     adapter_cfg = AdapterConfig(token_dim=chunks.latents.shape[-1], action_dim=chunks.actions.shape[-1],
                                 chunk_size=chunks.actions.shape[1])
     model = Stage1Adapters(adapter_cfg)
