@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 import redis
 
-from services.common.rollout_log import STREAM_FIELD, unpack_record
+from services.common.rollout_log import STREAM_FIELD, pack_record, unpack_record
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,10 @@ class RolloutStream:
         pipe.xack(self.config.stream, self.config.group, entry_id)
         pipe.execute()
         self.dead_lettered += 1
+
+    def dead_letter(self, entry: Entry, reason: str) -> None:
+        """Move a decoded entry the trainer cannot use to the dead-letter stream (and ack it)."""
+        self._dead_letter(entry.id, {STREAM_FIELD: pack_record(entry.record)}, reason)
 
     def _decode(self, raw: list) -> list[Entry]:
         entries, ids = [], [_id(i) for i, _ in raw]

@@ -1,0 +1,363 @@
+"""Stage 2: the long-running, reward-free residual trainer (``w2a train-residual``).
+
+One iteration: read rollout entries (``RolloutStream``) → decode logged chunks → once a batch is
+full, ask the frozen world model for each chunk's target latents → one residual update
+(``stage2_loss``) → every ``checkpoint_every`` updates write the checkpoint *with the ids it
+used* → only then XACK them → every ``push_every`` updates offer the weights to the pusher.
+
+Crash safety: entries are acked only after the checkpoint that contains their update, so a crash
+re-delivers them; the checkpoint carries an ``AppliedLedger`` of the ids it applied, so entries
+re-delivered after a crash *between* checkpoint and ack are acked without training twice.
+Optimizer state is checkpointed too, so a resumed run continues the same optimisation.
+
+Data-parallel later (``torchrun``): each rank is its own consumer in the group (consumer name +
+rank), wraps the residual in DDP, and rank 0 alone checkpoints and pushes; nothing here assumes a
+single process except that rank-0 role, which is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+
+from services.trainer.pusher import NonFiniteWeights, WeightPusher
+from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
+from services.trainer.stage2 import Stage2Config, StepSample, decode_step, freeze, stage2_loss
+from w2a_models.adapters import Stage1Adapters
+from w2a_models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from w2a_models.residual import ResidualConfig, ResidualPolicy
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+HISTORY_FILE = "stage2_history.jsonl"
+
+
+class TargetError(RuntimeError):
+    """The world model could not produce targets (down, slow, or wrong shape)."""
+
+
+@dataclass(frozen=True)
+class ResidualTrainerConfig:
+    camera: str = "corner"
+    batch_size: int = 32
+    checkpoint_every: int = 1
+    push_every: int = 10
+    max_wait_s: float = 5.0  # train on a partial batch (>= 2 chunks) when no full one comes
+    ledger_capacity: int = 20_000
+    residual_hidden: int = 256
+    residual_layers: int = 2
+    residual_scale: float = 0.2
+    loss: Stage2Config = field(default_factory=Stage2Config)
+    seed: int = 0
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    state = opt.state_dict()
+    tensors = {f"optim.{index}.{key}": value for index, slots in state["state"].items()
+               for key, value in slots.items() if torch.is_tensor(value)}
+    return tensors, state["param_groups"]
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        _, index, key = name.split(".", 2)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": groups}
+
+
+class ResidualTrainer:
+    def __init__(self, stream: RolloutStream, targets, adapters: Stage1Adapters, out: str | Path,
+                 config: ResidualTrainerConfig = ResidualTrainerConfig(),
+                 pusher: WeightPusher | None = None, metrics=None) -> None:
+        self.stream, self.targets, self.pusher, self.metrics = stream, targets, pusher, metrics
+        self.adapters = freeze(adapters)
+        self.config = config
+        self.out = Path(out)
+        self.residual: ResidualPolicy | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.updates = 0
+        self.checkpointed_updates = 0
+        self.ledger = AppliedLedger(config.ledger_capacity)
+        self.buffer: list[StepSample] = []
+        self._held: set[str] = set()  # ids in the buffer (XAUTOCLAIM may hand them to us again)
+        self._oldest = 0.0
+        self._applied: list[str] = []  # ids in updates not yet checkpointed
+        self._to_ack: list[str] = []  # ids checkpointed but not yet acked (Redis away)
+        self._episode_version: OrderedDict[str, int] = OrderedDict()
+        self.last_stats: dict[str, float] = {}
+        self._offered_update = 0
+        torch.manual_seed(config.seed)
+        self._restore()
+        self._offered_update = self.updates
+
+    # -- model state -----------------------------------------------------------------------------
+
+    def _build(self, residual_config: ResidualConfig) -> None:
+        self.residual = ResidualPolicy(residual_config)
+        self.optimizer = torch.optim.AdamW(self.residual.parameters(), lr=self.config.loss.lr,
+                                           weight_decay=0.0)
+
+    def _residual_config_for(self, sample: StepSample) -> ResidualConfig:
+        cfg = self.config
+        return ResidualConfig(obs_dim=int(sample.features.shape[0]), action_dim=sample.base.shape[1],
+                              chunk_size=sample.base.shape[0], hidden=cfg.residual_hidden,
+                              num_layers=cfg.residual_layers, scale=cfg.residual_scale)
+
+    def _fits(self, sample: StepSample) -> str | None:
+        """None if the sample fits the residual and adapters, else why not."""
+        acfg = self.adapters.config
+        if sample.base.shape != (acfg.chunk_size, acfg.action_dim):
+            return (f"action chunk {sample.base.shape} does not fit the Stage 1 adapters "
+                    f"({acfg.chunk_size}, {acfg.action_dim})")
+        if self.residual is not None:
+            rcfg = self.residual.config
+            if sample.features.shape[0] != rcfg.obs_dim:
+                return f"{sample.features.shape[0]} base features, the residual reads {rcfg.obs_dim}"
+        return None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / CHECKPOINT_DIR
+
+    def _restore(self) -> None:
+        if not (self.checkpoint_dir / "manifest.json").exists():
+            return
+        tensors, manifest = load_checkpoint(self.checkpoint_dir)
+        meta = manifest.config
+        self._build(ResidualConfig(**meta["residual"]))
+        model = {k.removeprefix("residual."): v for k, v in tensors.items() if k.startswith("residual.")}
+        try:
+            self.residual.load_state_dict(model, strict=True)
+            optim = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+            self.optimizer.load_state_dict(_optimizer_state(optim, meta["param_groups"]))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{self.checkpoint_dir}: does not restore ({exc})") from exc
+        self.updates = self.checkpointed_updates = int(meta["updates"])
+        self.ledger = AppliedLedger.from_list(meta["applied_ids"], self.config.ledger_capacity)
+        log.info("resumed Stage 2 at update %d (%d applied ids remembered)", self.updates,
+                 len(self.ledger.ids))
+
+    def residual_tensors(self) -> dict[str, torch.Tensor]:
+        return dict(self.residual.state_dict()) if self.residual is not None else {}
+
+    def checkpoint(self) -> None:
+        """Persist model + optimizer + applied ids (one atomic commit), then ack those ids."""
+        if self.residual is None or self.updates == self.checkpointed_updates:
+            return
+        self.ledger.add(self._applied)
+        optim, groups = _optimizer_tensors(self.optimizer)
+        tensors = {**{f"residual.{k}": v for k, v in self.residual.state_dict().items()}, **optim}
+        meta = {"residual": asdict(self.residual.config), "updates": self.updates,
+                "param_groups": groups, "applied_ids": self.ledger.to_list(),
+                "loss": asdict(self.config.loss)}
+        save_checkpoint(self.checkpoint_dir, tensors, str(self.updates), config=meta)
+        self.checkpointed_updates = self.updates
+        self._to_ack.extend(self._applied)
+        self._applied = []
+        if self.metrics is not None:
+            self.metrics.checkpoints.inc()
+        self._ack_checkpointed()
+
+    def _ack_checkpointed(self) -> None:
+        if not self._to_ack:
+            return
+        try:
+            self.stream.ack(self._to_ack)
+        except redis.RedisError as exc:  # they are in the ledger: re-delivery will not re-apply
+            log.warning("ack of %d entries failed (%s); will retry", len(self._to_ack), exc)
+            return
+        if self.metrics is not None:
+            self.metrics.acked.inc(len(self._to_ack))
+        self._to_ack = []
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    def _count(self, kind: str, n: int = 1) -> None:
+        if self.metrics is not None and n:
+            self.metrics.consumed.labels(kind).inc(n)
+
+    def _note_episode(self, entry: Entry) -> None:
+        rec = entry.record
+        key = f"{rec.get('robot_id')}/{rec.get('episode_id')}"
+        if rec.get("kind") == "step":
+            self._episode_version[key] = int(rec.get("policy_version") or 0)
+            self._episode_version.move_to_end(key)
+            while len(self._episode_version) > 10_000:
+                self._episode_version.popitem(last=False)
+        elif rec.get("kind") == "episode_end" and self.metrics is not None:
+            version = self._episode_version.pop(key, 0)
+            self.metrics.episodes.labels(str(version), str(bool(rec.get("success"))).lower()).inc()
+
+    def ingest(self, entries: list[Entry]) -> None:
+        """Sort read entries: already applied → ack; not trainable → ack; samples → buffer."""
+        done: list[str] = []
+        for entry in entries:
+            if entry.id in self.ledger:
+                done.append(entry.id)
+                self._count("already_applied")
+                continue
+            if entry.id in self._held or entry.id in self._applied or entry.id in self._to_ack:
+                continue  # our own entry, handed back by XAUTOCLAIM while we still hold it
+            self._note_episode(entry)
+            try:
+                sample = decode_step(entry.id, entry.record, self.config.camera)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.stream.dead_letter(entry, f"malformed step: {type(exc).__name__}: {exc}")
+                self._count("malformed")
+                continue
+            if sample is None:  # episode markers, base-only and fallback steps: nothing to learn
+                done.append(entry.id)
+                self._count(entry.record.get("kind") or "other")
+                continue
+            problem = self._fits(sample)
+            if problem:
+                self.stream.dead_letter(entry, problem)
+                self._count("misfit")
+                continue
+            if not self.buffer:
+                self._oldest = time.monotonic()
+            self.buffer.append(sample)
+            self._held.add(entry.id)
+            self._count("step")
+        if done:
+            self.stream.ack(done)
+        if self.metrics is not None:
+            self.metrics.dead_lettered.set(self.stream.dead_lettered)
+
+    def ready_batch(self, idle: bool) -> int:
+        """How many buffered chunks to train on now (0 = keep collecting)."""
+        if len(self.buffer) >= self.config.batch_size:
+            return self.config.batch_size
+        waited = time.monotonic() - self._oldest
+        if idle and len(self.buffer) >= 2 and waited >= self.config.max_wait_s:
+            return len(self.buffer)
+        return 0
+
+    # -- one update ------------------------------------------------------------------------------
+
+    def _target_latents(self, samples: list[StepSample]) -> torch.Tensor:
+        try:
+            latents = np.asarray(self.targets(samples), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - any WM failure means: back off and retry
+            raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
+        acfg = self.adapters.config
+        if latents.ndim != 3 or latents.shape[0] != len(samples) or latents.shape[2] != acfg.token_dim:
+            raise TargetError(f"world-model latents {latents.shape} do not fit the Stage 1 adapters "
+                              f"([{len(samples)}, L, {acfg.token_dim}])")
+        return torch.from_numpy(latents)
+
+    def update(self, n: int) -> dict[str, float]:
+        """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure."""
+        samples = self.buffer[:n]
+        latents = self._target_latents(samples)  # before touching state: a failure keeps the buffer
+        if self.residual is None:
+            self._build(self._residual_config_for(samples[0]))
+        features = torch.from_numpy(np.stack([s.features for s in samples]))
+        base = torch.from_numpy(np.stack([s.base for s in samples]))
+        self.residual.train()
+        loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents, self.config.loss)
+        result = "skipped_nonfinite"
+        if torch.isfinite(loss):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.residual.parameters(), 1.0)
+            if torch.isfinite(norm):
+                before = {k: v.clone() for k, v in self.residual.state_dict().items()}
+                self.optimizer.step()
+                if all(torch.isfinite(v).all() for v in self.residual.state_dict().values()):
+                    result = "applied"
+                else:  # never keep (let alone push) a non-finite residual
+                    self.residual.load_state_dict(before)
+        self.residual.eval()
+        # the chunks are consumed either way: a non-finite batch would only fail again
+        self.buffer = self.buffer[n:]
+        for s in samples:
+            self._held.discard(s.entry_id)
+        self._applied.extend(s.entry_id for s in samples)
+        self._oldest = time.monotonic()
+        self.updates += 1
+        stats = {**stats, "update": self.updates, "chunks": n, "result": result}
+        self.last_stats = stats
+        self._record(stats)
+        if self.updates % self.config.checkpoint_every == 0:
+            self.checkpoint()
+        if self.pusher is not None and self.updates % self.config.push_every == 0:
+            self.push()
+        return stats
+
+    def push(self) -> None:
+        if self.residual is None or self.pusher is None:
+            return
+        self._offered_update = self.updates
+        try:
+            self.pusher.offer(self.residual_tensors(), asdict(self.residual.config), self.updates)
+        except NonFiniteWeights as exc:
+            log.error("not pushing: %s", exc)
+            if self.metrics is not None:
+                self.metrics.pushes.labels("refused_nonfinite").inc()
+
+    def _record(self, stats: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.updates.labels(stats["result"]).inc()
+            for term in ("loss", "contrastive", "residual_l2"):
+                if term in stats:
+                    self.metrics.loss.labels(term).set(stats[term])
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / HISTORY_FILE, "a") as fh:
+            fh.write(json.dumps({**stats, "time": time.time()}) + "\n")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def step(self, block_ms: int | None = None) -> int:
+        """Read once, train on whatever batches are ready; returns entries read."""
+        self._ack_checkpointed()
+        entries = self.stream.read(block_ms=block_ms)
+        self.ingest(entries)
+        while (n := self.ready_batch(idle=not entries)) > 0:
+            self.update(n)
+        if self.metrics is not None:
+            self.metrics.lag.set(self.stream.lag())
+        return len(entries)
+
+    def run(self, stop, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
+            max_updates: int | None = None) -> None:
+        """Consume until ``stop`` (a threading.Event) is set; dependencies failing → back off."""
+        self.stream.ensure_group()
+        delay = backoff_s
+        while not stop.is_set() and (max_updates is None or self.updates < max_updates):
+            try:
+                self.step()
+                delay = backoff_s
+                continue
+            except TargetError as exc:
+                dependency, message = "world_model", str(exc)
+            except redis.RedisError as exc:
+                dependency, message = "redis", f"{type(exc).__name__}: {exc}"
+            log.warning("%s unavailable (%s); retrying in %.1fs", dependency, message, delay)
+            if self.metrics is not None:
+                self.metrics.backoffs.labels(dependency).inc()
+            stop.wait(delay)
+            delay = min(delay * 2, max_backoff_s)
+        self.close()
+
+    def close(self) -> None:
+        """Checkpoint what was applied (then ack it) and hand the last weights to the pusher.
+
+        Buffered chunks not yet trained on stay unacked: Redis re-delivers them to the next run.
+        """
+        try:
+            self.checkpoint()
+        except redis.RedisError as exc:
+            log.warning("final ack failed (%s); the ledger covers the re-delivery", exc)
+        if self._offered_update != self.updates:
+            self.push()

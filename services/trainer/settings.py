@@ -1,0 +1,54 @@
+"""Stage 2 trainer settings (environment prefix ``W2A_TRAINER_``)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="W2A_TRAINER_", extra="ignore")
+
+    # where the data comes from and where the weights go
+    redis_url: str | None = None  # None: W2A_REDIS_URL; there is no embedded default (data lives there)
+    stream: str = "w2a:rollouts"
+    group: str = "trainer"
+    consumer: str = Field(default_factory=socket.gethostname)  # unique per trainer sharing the stream
+    dead_letter_stream: str = "w2a:rollouts:dlq"
+    claim_idle_ms: int = Field(60_000, ge=0)
+    max_deliveries: int = Field(5, ge=1)
+    wm_url: str = "127.0.0.1:8001"  # Triton gRPC of the world-model service
+    policy_url: str = "127.0.0.1:50051"
+    policy_token: SecretStr = SecretStr("")  # the policy server's trainer token
+    policy_root_cert: Path | None = None  # TLS to the policy server when set
+
+    # models
+    adapters: Path | None = None  # Stage 1 checkpoint directory (frozen B_v, B_a)
+    out: Path = Path("runs/trainer")  # checkpoint directory of the residual
+    camera: str = "corner"  # which logged camera the world model sees
+    residual_hidden: int = Field(256, ge=1)
+    residual_layers: int = Field(2, ge=1)
+    residual_scale: float = Field(0.2, gt=0)
+
+    # optimisation
+    batch_size: int = Field(32, ge=2)  # chunks per update (in-batch negatives)
+    lr: float = Field(1e-4, gt=0)
+    temperature: float = Field(0.07, gt=0)
+    residual_l2: float = Field(0.01, ge=0)
+    checkpoint_every: int = Field(1, ge=1)  # updates per checkpoint (acks follow checkpoints)
+    push_every: int = Field(10, ge=1)  # updates per push to the policy server
+    wm_seed: int = 0  # seed of the imagined clips (fixed: same input, same target)
+    wm_concurrency: int = Field(8, ge=1)  # concurrent wm_generate calls (Triton batches them)
+    seed: int = 0
+
+    metrics_port: int = Field(9102, ge=0, le=65535)  # 0 = no metrics endpoint
+    metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainerSettings":
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (the contrastive loss needs negatives)")
+        return self

@@ -1,0 +1,188 @@
+"""The Stage 2 consumer against a real redis-server: update → checkpoint → XACK order,
+crash recovery without double-applying, dead letters, WM failures, and never pushing NaN."""
+
+import threading
+
+import numpy as np
+import pytest
+import redis
+import torch
+
+from services.common.redis_server import EmbeddedRedis
+from services.common.rollout_log import STREAM_FIELD, pack_record
+from services.trainer.pusher import NonFiniteWeights, WeightPusher
+from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig, TargetError
+from services.trainer.rollout_stream import RolloutStream, StreamConfig
+from services.trainer.targets import TableTargets
+from w2a_models.adapters import AdapterConfig, Stage1Adapters
+from w2a_models.checkpoints import load_checkpoint
+
+FEATURES, CHUNK, DIM = 12, 4, 16
+
+
+@pytest.fixture
+def rds(tmp_path):
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        yield client
+        client.close()
+
+
+def _step(i, skill="push the puck", chunk=CHUNK, features=FEATURES):
+    rng = np.random.default_rng(i)
+    return {"kind": "step", "robot_id": "r0", "episode_id": f"e{i // 10}", "step": i, "skill": skill,
+            "base_only": False, "fallback": False, "policy_version": 0, "chunk": [chunk, 4],
+            "base": rng.standard_normal((chunk, 4)).astype(np.float32) * 0.3,
+            "features": rng.standard_normal(features).astype(np.float32),
+            "images": {"corner": {"shape": [8, 8, 3],
+                                  "data": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)}}}
+
+
+def _publish(client, records):
+    return [client.xadd("w2a:rollouts", {STREAM_FIELD: pack_record(r)}).decode() for r in records]
+
+
+def _adapters():
+    torch.manual_seed(0)
+    return Stage1Adapters(AdapterConfig(token_dim=DIM, action_dim=4, chunk_size=CHUNK))
+
+
+def _trainer(rds, out, targets=None, **kw):
+    stream = RolloutStream(rds, StreamConfig(block_ms=10, claim_idle_ms=60_000))
+    stream.ensure_group()
+    config = ResidualTrainerConfig(**{"batch_size": 4, "residual_hidden": 32, "max_wait_s": 0.0, **kw})
+    return ResidualTrainer(stream, targets or TableTargets(1, DIM), _adapters(), out, config)
+
+
+def _pending(rds):
+    return rds.xpending("w2a:rollouts", "trainer")["pending"]
+
+
+def test_entries_are_acked_only_after_the_checkpoint_holding_their_update(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(8)])
+    trainer = _trainer(rds, tmp_path / "t", checkpoint_every=2)
+    trainer.ingest(trainer.stream.read())
+    trainer.update(4)
+    assert trainer.updates == 1 and _pending(rds) == 8  # trained, not checkpointed: nothing acked
+    assert not (tmp_path / "t" / "checkpoint" / "manifest.json").exists()
+    trainer.update(4)
+    assert _pending(rds) == 0  # checkpoint written, then acked
+    _, manifest = load_checkpoint(tmp_path / "t" / "checkpoint")
+    assert manifest.config["updates"] == 2 and len(manifest.config["applied_ids"]) == 8
+
+
+def test_markers_and_base_only_steps_are_acked_without_training(rds, tmp_path):
+    _publish(rds, [{"kind": "episode_end", "robot_id": "r0", "episode_id": "e0", "success": True},
+                   {**_step(1), "base_only": True}])
+    trainer = _trainer(rds, tmp_path / "t")
+    trainer.step()
+    assert _pending(rds) == 0 and trainer.buffer == [] and trainer.updates == 0
+
+
+def test_crash_before_checkpoint_redelivers_and_applies_each_entry_once(rds, tmp_path):
+    ids = _publish(rds, [_step(i) for i in range(8)])
+    first = _trainer(rds, tmp_path / "t", checkpoint_every=2)
+    first.ingest(first.stream.read())
+    first.update(4)  # trained on 4 entries, then "kill -9": no checkpoint, no ack
+    del first
+    second = _trainer(rds, tmp_path / "t", checkpoint_every=2)
+    assert second.updates == 0  # nothing was checkpointed
+    second.step()
+    assert second.updates == 2 and _pending(rds) == 0
+    _, manifest = load_checkpoint(tmp_path / "t" / "checkpoint")
+    assert sorted(manifest.config["applied_ids"]) == sorted(ids)
+
+
+def test_crash_between_checkpoint_and_ack_does_not_apply_twice(rds, tmp_path):
+    ids = _publish(rds, [_step(i) for i in range(4)])
+    first = _trainer(rds, tmp_path / "t")
+    first._ack_checkpointed = lambda: None  # "kill -9" right after the checkpoint
+    first.step()
+    assert first.updates == 1 and _pending(rds) == 4
+    weights = {k: v.clone() for k, v in first.residual.state_dict().items()}
+    del first
+    second = _trainer(rds, tmp_path / "t")
+    assert second.updates == 1 and set(second.ledger.ids) == set(ids)
+    second.step()  # the re-delivered entries are in the ledger: acked, not trained on
+    assert second.updates == 1 and _pending(rds) == 0 and second.buffer == []
+    for k, v in second.residual.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+
+def test_resume_restores_optimizer_state(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(4)])
+    first = _trainer(rds, tmp_path / "t")
+    first.step()
+    second = _trainer(rds, tmp_path / "t")
+    a, b = first.optimizer.state_dict()["state"], second.optimizer.state_dict()["state"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
+
+
+def test_chunks_that_do_not_fit_go_to_the_dead_letter_stream(rds, tmp_path):
+    _publish(rds, [_step(0, chunk=8), _step(1)])
+    trainer = _trainer(rds, tmp_path / "t")
+    trainer.ingest(trainer.stream.read())
+    assert len(trainer.buffer) == 1
+    dlq = rds.xrange("w2a:rollouts:dlq")
+    assert len(dlq) == 1 and b"does not fit" in dlq[0][1][b"reason"]
+
+
+class FlakyTargets(TableTargets):
+    def __init__(self, failures):
+        super().__init__(1, DIM)
+        self.failures = failures
+
+    def __call__(self, samples):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("world model down")
+        return super().__call__(samples)
+
+
+def test_world_model_failure_keeps_the_batch_and_the_loop_backs_off(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(4)])
+    trainer = _trainer(rds, tmp_path / "t", targets=FlakyTargets(2))
+    trainer.ingest(trainer.stream.read())
+    with pytest.raises(TargetError):
+        trainer.update(4)
+    assert len(trainer.buffer) == 4 and trainer.updates == 0 and _pending(rds) == 4
+    trainer.run(threading.Event(), backoff_s=0.01, max_updates=1)
+    assert trainer.updates == 1 and _pending(rds) == 0
+
+
+def test_wrong_world_model_latent_width_is_a_clear_error(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(4)])
+    trainer = _trainer(rds, tmp_path / "t", targets=TableTargets(1, DIM + 1))
+    trainer.ingest(trainer.stream.read())
+    with pytest.raises(TargetError, match="do not fit the Stage 1 adapters"):
+        trainer.update(4)
+
+
+class RecordingClient:
+    def __init__(self):
+        self.pushed = []
+
+    def info(self):
+        return type("Info", (), {"residual_version": 3})()
+
+    def push_residual(self, blob, manifest, timeout):
+        self.pushed.append(manifest)
+        return type("Result", (), {"version": int(manifest.version)})()
+
+
+def test_nan_weights_are_never_pushed(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(4)])
+    client = RecordingClient()
+    pusher = WeightPusher(client)
+    trainer = _trainer(rds, tmp_path / "t", push_every=1)
+    trainer.pusher = pusher
+    trainer.step()
+    assert pusher.flush(10) and [m.version for m in client.pushed] == ["4"]
+    assert client.pushed[0].parent_version == "3"
+    with torch.no_grad():
+        trainer.residual.head.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteWeights):
+        pusher.offer(trainer.residual_tensors(), {}, 2)
+    trainer.push()  # logged and counted, not raised, not sent
+    assert pusher.flush(10) and len(client.pushed) == 1
+    pusher.close()
