@@ -328,6 +328,40 @@ def train_adapters_cmd(
     typer.echo(json.dumps(summary if as_json else result, indent=None if as_json else 1))
 
 
+@app.command("train-residual")
+def train_residual_cmd(
+    adapters: Optional[Path] = typer.Option(None, help="Stage 1 checkpoint dir (W2A_TRAINER_ADAPTERS)."),
+    out: Optional[Path] = typer.Option(None, help="Residual checkpoint dir (W2A_TRAINER_OUT)."),
+    redis_url: Optional[str] = typer.Option(None, help="Rollout Redis (W2A_TRAINER_REDIS_URL)."),
+    wm_url: Optional[str] = typer.Option(None, help="World model, Triton gRPC (W2A_TRAINER_WM_URL)."),
+    policy_url: Optional[str] = typer.Option(None, help="Policy server (W2A_TRAINER_POLICY_URL)."),
+    max_updates: Optional[int] = typer.Option(None, min=1, help="Stop after this many updates."),
+) -> None:
+    """Stage 2: consume rollouts from Redis, train the residual reward-free, push it live.
+
+    Runs until SIGTERM/Ctrl-C; other settings (token, batch size, push interval, consumer
+    name, metrics port): W2A_TRAINER_* variables, see services/trainer/settings.py.
+    """
+    from pydantic import ValidationError
+
+    from services.trainer.residual_app import run_residual_trainer
+    from services.trainer.settings import TrainerSettings
+    from w2a_models.checkpoints import CheckpointError
+
+    overrides = {k: v for k, v in {"adapters": adapters, "out": out, "redis_url": redis_url,
+                                   "wm_url": wm_url, "policy_url": policy_url}.items() if v is not None}
+    try:
+        settings = TrainerSettings(**overrides)
+    except ValidationError as exc:
+        _fail(f"bad trainer settings: {exc}")
+    try:
+        trainer = run_residual_trainer(settings, max_updates=max_updates)
+    except (ValueError, CheckpointError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"updates": trainer.updates, "pushed_version": trainer.pusher.pushed_version,
+                           "last": trainer.last_stats}))
+
+
 @app.command("train-base")
 def train_base_cmd(
     data: Path = typer.Option(..., help="Episode directory (from `w2a collect`)."),

@@ -38,14 +38,17 @@ class Authenticator:
             return Role.ROBOT
         return None
 
-    async def require(self, context: grpc.aio.ServicerContext, role: Role) -> None:
-        """Abort with UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (wrong role)."""
+    async def require(self, context: grpc.aio.ServicerContext, role: Role | None) -> None:
+        """Abort with UNAUTHENTICATED (no/unknown token) or PERMISSION_DENIED (wrong role).
+
+        ``role=None``: any valid token (read-only calls such as GetInfo).
+        """
         if not self.enabled:
             return
         got = self.role_of(context.invocation_metadata())
         if got is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "missing or unknown bearer token (metadata 'authorization: Bearer …')")
-        if got != role:
+        if role is not None and got != role:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"a {got.value} token may not call this method; it needs a {role.value} token")

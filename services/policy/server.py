@@ -104,7 +104,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             yield await self._act_one(request, context, "StreamAct")
 
     async def GetInfo(self, request, context):
-        await self.auth.require(context, Role.ROBOT)
+        await self.auth.require(context, None)  # read-only: robots and the trainer
         spec, s = self.base.spec, self.settings
         return pb.PolicyInfo(
             action_dim=spec.action_dim, chunk_size=spec.chunk_size, state_dim=spec.state_dim,

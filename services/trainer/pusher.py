@@ -127,6 +127,7 @@ class WeightPusher:
                 log.info("pushed residual v%d (update %d)", version, snap.update)
             except grpc.RpcError as exc:
                 code, detail = exc.code(), exc.details() or ""
+                repeated = self.last_error == f"{code.name}: {detail}"
                 self.last_error = f"{code.name}: {detail}"
                 if code in RETRY_LATER:
                     self._count("retry")
@@ -139,7 +140,7 @@ class WeightPusher:
                     delay = 0.0
                 else:
                     self._count("rejected")
-                    log.error("policy server rejected residual from update %d: %s", snap.update,
+                    (log.debug if repeated else log.error)("policy server rejected residual from update %d: %s", snap.update,
                               self.last_error)
             with self._cond:
                 self._busy = False

@@ -248,7 +248,7 @@ class ResidualTrainer:
     def _target_latents(self, samples: list[StepSample]) -> torch.Tensor:
         try:
             latents = np.asarray(self.targets(samples), dtype=np.float32)
-        except Exception as exc:  # noqa: BLE001 - any WM failure means: back off and retry
+        except Exception as exc:  # any WM failure means: back off and retry
             raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
         acfg = self.adapters.config
         if latents.ndim != 3 or latents.shape[0] != len(samples) or latents.shape[2] != acfg.token_dim:

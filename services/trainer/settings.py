@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +38,7 @@ class TrainerSettings(BaseSettings):
     lr: float = Field(1e-4, gt=0)
     temperature: float = Field(0.07, gt=0)
     residual_l2: float = Field(0.01, ge=0)
+    max_wait_s: float = Field(5.0, ge=0)  # train on a partial batch after this long without data
     checkpoint_every: int = Field(1, ge=1)  # updates per checkpoint (acks follow checkpoints)
     push_every: int = Field(10, ge=1)  # updates per push to the policy server
     wm_seed: int = 0  # seed of the imagined clips (fixed: same input, same target)
@@ -46,9 +47,3 @@ class TrainerSettings(BaseSettings):
 
     metrics_port: int = Field(9102, ge=0, le=65535)  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"
-
-    @model_validator(mode="after")
-    def _check(self) -> "TrainerSettings":
-        if self.batch_size < 2:
-            raise ValueError("batch_size must be >= 2 (the contrastive loss needs negatives)")
-        return self

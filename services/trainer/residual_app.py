@@ -1,0 +1,101 @@
+"""Assemble the Stage 2 trainer from settings (``w2a train-residual``) and run it until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import redis
+
+from services.policy.client import PolicyClient
+from services.trainer.metrics import TrainerMetrics
+from services.trainer.pusher import WeightPusher
+from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig
+from services.trainer.rollout_stream import RolloutStream, StreamConfig
+from services.trainer.settings import TrainerSettings
+from services.trainer.stage2 import Stage2Config
+from services.trainer.targets import WorldModelTargets
+from w2a_models.adapters import AdapterConfig, Stage1Adapters
+from w2a_models.checkpoints import load_module, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def load_adapters(directory) -> Stage1Adapters:
+    """The frozen Stage 1 adapters from ``w2a train-adapters``' checkpoint directory."""
+    if directory is None:
+        raise ValueError("set W2A_TRAINER_ADAPTERS to a Stage 1 checkpoint directory "
+                         "(`w2a train-adapters --out DIR` writes DIR/checkpoint)")
+    manifest = read_manifest(directory)
+    if "adapter" not in manifest.config:
+        raise ValueError(f"{directory}: not a Stage 1 adapters checkpoint (no 'adapter' config)")
+    adapters = Stage1Adapters(AdapterConfig(**manifest.config["adapter"]))
+    load_module(directory, adapters)
+    return adapters
+
+
+def redis_url(settings: TrainerSettings) -> str:
+    url = settings.redis_url or os.environ.get("W2A_REDIS_URL")
+    if not url:
+        raise ValueError("set W2A_TRAINER_REDIS_URL (or W2A_REDIS_URL) to the Redis the policy "
+                         "server logs rollouts to")
+    return url
+
+
+def trainer_config(settings: TrainerSettings) -> ResidualTrainerConfig:
+    return ResidualTrainerConfig(
+        camera=settings.camera, batch_size=settings.batch_size, max_wait_s=settings.max_wait_s,
+        checkpoint_every=settings.checkpoint_every, push_every=settings.push_every,
+        residual_hidden=settings.residual_hidden, residual_layers=settings.residual_layers,
+        residual_scale=settings.residual_scale, seed=settings.seed,
+        loss=Stage2Config(temperature=settings.temperature, residual_l2=settings.residual_l2,
+                          lr=settings.lr))
+
+
+def stream_config(settings: TrainerSettings) -> StreamConfig:
+    return StreamConfig(stream=settings.stream, group=settings.group, consumer=settings.consumer,
+                        dead_letter=settings.dead_letter_stream, batch=max(256, settings.batch_size),
+                        claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries)
+
+
+def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None = None,
+                         max_updates: int | None = None) -> ResidualTrainer:
+    """Blocking: consume rollouts and train until SIGTERM/SIGINT (or ``stop``/``max_updates``)."""
+    import torch
+
+    from services.world_model.client import WorldModelClient
+
+    torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    adapters = load_adapters(settings.adapters)
+    metrics = TrainerMetrics()
+    http = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+    rds = redis.Redis.from_url(redis_url(settings), socket_timeout=10, socket_connect_timeout=5)
+    root_cert = settings.policy_root_cert.read_bytes() if settings.policy_root_cert else None
+    policy = PolicyClient(settings.policy_url, settings.policy_token.get_secret_value(),
+                          root_certificates=root_cert)
+    wm = WorldModelClient(settings.wm_url, timeout=120)
+    pusher = WeightPusher(policy, metrics)
+    targets = WorldModelTargets(wm, adapters.config.chunk_size, settings.wm_seed, settings.wm_concurrency)
+    trainer = ResidualTrainer(RolloutStream(rds, stream_config(settings)), targets, adapters,
+                              settings.out, trainer_config(settings), pusher, metrics)
+    log.info("Stage 2 trainer %s: stream %s group %s, pushing to %s every %d updates",
+             settings.consumer, settings.stream, settings.group, settings.policy_url, settings.push_every)
+    try:
+        trainer.run(stop, max_updates=max_updates)
+    finally:
+        if not pusher.flush(15):
+            log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
+        pusher.close(1)
+        targets.close()
+        wm.close()
+        policy.close()
+        rds.close()
+        if http is not None:
+            http[0].shutdown()
+    return trainer
