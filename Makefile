@@ -41,4 +41,5 @@ bench: $(STAMP)
 	$(BIN)/w2a bench policy --json --robots 16 > reports/bench_policy.json
 	$(BIN)/w2a bench weights --json > reports/bench_weights.json
 	$(BIN)/w2a bench world-model --json > reports/bench_world_model.json
+	$(BIN)/w2a bench trainer --json > reports/bench_trainer.json
 	cat reports/bench_*.json

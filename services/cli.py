@@ -436,6 +436,20 @@ def bench_world_model_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
+@bench_app.command("trainer")
+def bench_trainer_cmd(
+    steps: int = typer.Option(20_000, min=64, help="Rollout steps consumed without WM calls."),
+    wm_steps: int = typer.Option(128, min=32, help="Rollout steps consumed with wm_generate."),
+    batch_size: int = typer.Option(32, min=2),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Stage 2 consumption from a real Redis: steps/s and updates/s, WM calls excluded/included."""
+    from services.bench import bench_trainer
+
+    result = bench_trainer(steps, wm_steps, batch_size, progress=(lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     app(argv)
 

@@ -155,10 +155,12 @@ class ResidualTrainer:
         if self.residual is None or self.updates == self.checkpointed_updates:
             return
         self.ledger.add(self._applied)
+        # Only ids not yet acked can come back after a crash: they are all the ledger must keep.
+        unacked = self._to_ack + self._applied
         optim, groups = _optimizer_tensors(self.optimizer)
         tensors = {**{f"residual.{k}": v for k, v in self.residual.state_dict().items()}, **optim}
         meta = {"residual": asdict(self.residual.config), "updates": self.updates,
-                "param_groups": groups, "applied_ids": self.ledger.to_list(),
+                "param_groups": groups, "applied_ids": unacked,
                 "loss": asdict(self.config.loss)}
         save_checkpoint(self.checkpoint_dir, tensors, str(self.updates), config=meta)
         self.checkpointed_updates = self.updates
