@@ -10,9 +10,8 @@ re-delivers them; the checkpoint carries an ``AppliedLedger`` of the ids it appl
 re-delivered after a crash *between* checkpoint and ack are acked without training twice.
 Optimizer state is checkpointed too, so a resumed run continues the same optimisation.
 
-Data-parallel later (``torchrun``): each rank is its own consumer in the group (consumer name +
-rank), wraps the residual in DDP, and rank 0 alone checkpoints and pushes; nothing here assumes a
-single process except that rank-0 role, which is the default.
+Data-parallel (``torchrun``, planned, not implemented): each rank its own consumer in the group
+(consumer name + rank), the residual wrapped in DDP, rank 0 alone checkpoints and pushes.
 """
 
 from __future__ import annotations
