@@ -389,6 +389,106 @@ def train_base_cmd(
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}))
 
 
+@app.command()
+def up(
+    run_dir: Path = typer.Option(Path("runs/stack"), help="Logs, state file, service data."),
+    base: Path = typer.Option(..., help="TinyVLA checkpoint served as the frozen base."),
+    world_model: Optional[Path] = typer.Option(None, help="World-model dir to serve with Triton."),
+    wm_url: Optional[str] = typer.Option(None, help="External Triton gRPC address instead."),
+    adapters: Optional[Path] = typer.Option(None, help="Stage 1 checkpoint: also run the Stage 2 trainer."),
+    redis_url: Optional[str] = typer.Option(None, help="External Redis (default: embedded)."),
+    policy_port: int = typer.Option(0, help="0 = a free port."),
+    planner_port: int = typer.Option(0, help="0 = a free port."),
+) -> None:
+    """Start Redis, world model, planner, policy server (and trainer) and keep them up until Ctrl-C."""
+    import signal
+    import threading
+
+    from services.stack import Stack, StackConfig
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(StackConfig(run_dir, base, world_model, wm_url, adapters, redis_url, policy_port,
+                              planner_port))
+    try:
+        stack.start()
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        _fail(str(exc), 1)
+    for s in stack.services:
+        typer.echo(f"{s.name:12s} {s.address}" + (f"  (log {s.log_file})" if s.log_file else ""))
+    typer.echo(f"stack up; tokens and pids in {run_dir / 'stack.json'}; Ctrl-C or `w2a down` stops it")
+    while not stop.wait(1.0):
+        stack.supervise()
+    codes = stack.stop()
+    typer.echo(f"stack stopped: {json.dumps(codes)}")
+
+
+@app.command()
+def status(run_dir: Path = typer.Option(Path("runs/stack"))) -> None:
+    """Health of each service of a running stack and the policy version it serves (JSON)."""
+    from services.stack import stack_status
+
+    try:
+        typer.echo(json.dumps(stack_status(run_dir), indent=1))
+    except FileNotFoundError as exc:
+        _fail(str(exc), 1)
+
+
+@app.command()
+def down(run_dir: Path = typer.Option(Path("runs/stack"))) -> None:
+    """Stop a stack started by `w2a up` (SIGTERM to its supervisor, which stops each service)."""
+    from services.stack import stack_down
+
+    try:
+        clean = stack_down(run_dir)
+    except FileNotFoundError as exc:
+        _fail(str(exc), 1)
+    typer.echo("stack stopped" if clean else "supervisor did not stop in time; children signalled")
+
+
+@app.command("eval")
+def eval_cmd(
+    task: str = typer.Option(..., help="Meta-World task, e.g. pick-place-v3."),
+    episodes: int = typer.Option(10, min=1),
+    seed: int = typer.Option(100_000, help="First evaluation seed (>= 100000: disjoint from demos/rollouts)."),
+    arm: str = typer.Option("w2a", help="w2a (base + residual) | base (the server's base only)."),
+    target: Optional[str] = typer.Option(None, help="Policy server (default: from --run-dir's stack)."),
+    token: Optional[str] = typer.Option(None, envvar="W2A_ROBOT_TOKEN", help="Robot token."),
+    run_dir: Path = typer.Option(Path("runs/stack"), help="A `w2a up` stack to evaluate against."),
+    robots: int = typer.Option(2, min=1, help="Parallel robot processes."),
+    max_steps: int = typer.Option(200, min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Success rate (Wilson 95 % interval) of sim robots acting through a running policy server."""
+    from services.robot_sim.robot import RobotConfig, run_robots, split_seeds, summarise
+    from services.robot_sim.seeds import check_eval_seed
+
+    if arm not in ("w2a", "base"):
+        _fail("--arm must be 'w2a' or 'base'")
+    try:
+        check_eval_seed(seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    if target is None or token is None:
+        from services.stack import read_state
+
+        try:
+            state = read_state(run_dir)
+        except FileNotFoundError as exc:
+            _fail(f"{exc}; give --target and --token", 1)
+        target = target or next(s["address"] for s in state["services"] if s["name"] == "policy")
+        token = token or state["robot_token"]
+    seeds = list(range(seed, seed + episodes))
+    configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, group, base_only=arm == "base",
+                           evaluation=True, max_steps=max_steps) for i, group in enumerate(split_seeds(seeds, robots))]
+    results = run_robots(configs)
+    summary = summarise(task, arm, results)
+    keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95")
+    typer.echo(json.dumps({k: summary[k] for k in keys} if as_json else summary,
+                          indent=None if as_json else 1))
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks over real servers (JSON output).")
 app.add_typer(bench_app, name="bench")
 

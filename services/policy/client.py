@@ -59,19 +59,21 @@ def image_proto(image: np.ndarray, camera: str = "", encoding: str = "raw") -> p
 
 def act_request(robot_id: str, images: dict[str, np.ndarray], state: np.ndarray, instruction: str,
                 episode_id: str = "", step: int = 0, skill: str = "", base_only: bool = False,
-                session_id: str = "", encoding: str = "raw") -> pb.ActRequest:
+                session_id: str = "", encoding: str = "raw", evaluation: bool = False) -> pb.ActRequest:
     return pb.ActRequest(
         robot_id=robot_id, session_id=session_id, episode_id=episode_id, step=step,
         observation=pb.Observation(
             images=[image_proto(img, cam, encoding) for cam, img in images.items()],
             state=np.asarray(state, dtype=np.float32).ravel().tolist()),
-        instruction=instruction, skill=skill, client_time=time.time(), base_only=base_only)
+        instruction=instruction, skill=skill, client_time=time.time(), base_only=base_only,
+        evaluation=evaluation)
 
 
 def episode_end_request(robot_id: str, episode_id: str, step: int, success: bool,
-                        session_id: str = "") -> pb.ActRequest:
+                        session_id: str = "", evaluation: bool = False) -> pb.ActRequest:
     return pb.ActRequest(robot_id=robot_id, session_id=session_id, episode_id=episode_id,
-                         step=step, episode_end=True, success=success, client_time=time.time())
+                         step=step, episode_end=True, success=success, client_time=time.time(),
+                         evaluation=evaluation)
 
 
 def weight_chunks(blob: bytes, manifest: Manifest, chunk_bytes: int = CHUNK_BYTES) -> Iterator[pb.WeightChunk]:

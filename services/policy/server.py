@@ -189,7 +189,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             "kind": "step", "id": f"{req.robot_id}/{req.episode_id}/{req.step}",
             "robot_id": req.robot_id, "session_id": req.session_id, "episode_id": req.episode_id,
             "step": req.step, "instruction": req.instruction, "skill": req.skill,
-            "base_only": req.base_only, "policy_version": out.version, "fallback": out.fallback,
+            "base_only": req.base_only, "evaluation": req.evaluation,
+            "policy_version": out.version, "fallback": out.fallback,
             "state": state, "chunk": list(out.final.shape),
             "base": out.base, "residual": out.residual, "final": out.final,
             # the trainer recomputes the residual from these with its current weights (Stage 2)
@@ -206,8 +207,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             return
         self.rollouts.log({"kind": "episode_end", "id": f"{req.robot_id}/{req.episode_id}/end",
                            "robot_id": req.robot_id, "session_id": req.session_id,
-                           "episode_id": req.episode_id, "step": req.step,
-                           "success": req.success, "server_time": time.time()})
+                           "episode_id": req.episode_id, "step": req.step, "success": req.success,
+                           "evaluation": req.evaluation, "server_time": time.time()})
 
 
 class PolicyServer:

@@ -68,6 +68,7 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     from services.world_model.client import WorldModelClient
 
     torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -39,8 +39,9 @@ class StepSample:
 
 
 def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSample | None:
-    """A logged step -> training sample; None for markers, base-only steps and fallbacks."""
-    if record.get("kind") != "step" or record.get("base_only") or record.get("fallback"):
+    """A logged step -> training sample; None for markers, base-only, evaluation and fallback steps."""
+    if record.get("kind") != "step" or record.get("base_only") or record.get("fallback") \
+            or record.get("evaluation"):
         return None
     if "features" not in record or "images" not in record or camera not in record["images"]:
         return None

@@ -56,3 +56,9 @@ def test_decode_step_from_a_logged_record():
     np.testing.assert_allclose(sample.base, record["base"])
     assert decode_step("2-0", {**record, "base_only": True}, "corner") is None
     assert decode_step("3-0", {"kind": "episode_end"}, "corner") is None
+
+
+def test_evaluation_steps_are_never_training_samples():
+    record = {"kind": "step", "evaluation": True, "chunk": [8, 4], "features": b"", "base": b"",
+              "images": {"corner": {"shape": [1, 1, 3], "data": b"abc"}}}
+    assert decode_step("1-0", record, "corner") is None

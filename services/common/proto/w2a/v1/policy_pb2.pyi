@@ -43,7 +43,7 @@ class Observation(_message.Message):
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., state: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ActRequest(_message.Message):
-    __slots__ = ("robot_id", "session_id", "episode_id", "step", "observation", "instruction", "skill", "client_time", "base_only", "episode_end", "success")
+    __slots__ = ("robot_id", "session_id", "episode_id", "step", "observation", "instruction", "skill", "client_time", "base_only", "episode_end", "success", "evaluation")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,7 @@ class ActRequest(_message.Message):
     BASE_ONLY_FIELD_NUMBER: _ClassVar[int]
     EPISODE_END_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     session_id: str
     episode_id: str
@@ -66,7 +67,8 @@ class ActRequest(_message.Message):
     base_only: bool
     episode_end: bool
     success: bool
-    def __init__(self, robot_id: _Optional[str] = ..., session_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Observation, _Mapping]] = ..., instruction: _Optional[str] = ..., skill: _Optional[str] = ..., client_time: _Optional[float] = ..., base_only: _Optional[bool] = ..., episode_end: _Optional[bool] = ..., success: _Optional[bool] = ...) -> None: ...
+    evaluation: bool
+    def __init__(self, robot_id: _Optional[str] = ..., session_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Observation, _Mapping]] = ..., instruction: _Optional[str] = ..., skill: _Optional[str] = ..., client_time: _Optional[float] = ..., base_only: _Optional[bool] = ..., episode_end: _Optional[bool] = ..., success: _Optional[bool] = ..., evaluation: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "base_ms", "residual_ms", "server_ms", "batch_size")

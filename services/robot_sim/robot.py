@@ -1,0 +1,211 @@
+"""Simulated robots: Meta-World scenes driven through the policy server, exactly like a controller.
+
+Each robot is its own process (MuJoCo + EGL per process, no shared GIL) holding one ``StreamAct``
+stream per episode: send the observation (camera image + state), execute the returned action
+chunk in the simulator, repeat; at the end send the episode-end marker with the success flag.
+The robot also tells the server which skill it is in: the planner's skills for the instruction,
+advanced by the same segmenter that cut the demos, run on the steps executed so far — so the
+rollouts carry the skill texts Stage 1 and the world model were trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RobotConfig:
+    robot_id: str
+    task: str
+    target: str  # policy server host:port
+    token: str  # this robot's bearer token
+    seeds: tuple[int, ...]  # one episode per seed (the seed fixes the object/goal placement)
+    base_only: bool = False  # A/B evaluation: ask for the frozen base's action only
+    evaluation: bool = False  # evaluation episodes are logged but never trained on
+    image_size: int = 64
+    camera: str = "corner"
+    max_steps: int = 200
+    root_certificates: bytes | None = None
+    timeout_s: float = 30.0  # per action chunk
+
+
+@dataclass
+class EpisodeResult:
+    robot_id: str
+    task: str
+    seed: int
+    success: bool
+    steps: int
+    chunks: int
+    policy_versions: list[int] = field(default_factory=list)
+    fallbacks: int = 0
+    skills: list[str] = field(default_factory=list)  # skills in the order the robot entered them
+    seconds: float = 0.0
+
+
+class SkillTracker:
+    """Which planner skill the robot is in, from the gripper/motion segmenter on its history."""
+
+    def __init__(self, instruction: str, task: str) -> None:
+        from services.planner.rules import decompose
+        from w2a_models.tasks import TASKS
+
+        self.texts = [s.description for s in decompose(instruction, task)] or [instruction]
+        spec = TASKS.get(task)
+        self.grasp = None if spec is None else spec.grasp
+        self.gripper: list[float] = []
+        self.states: list[np.ndarray] = []
+
+    def observe(self, state: np.ndarray, gripper_command: float) -> None:
+        self.states.append(np.asarray(state, dtype=np.float32))
+        self.gripper.append(1.0 if gripper_command > 0 else 0.0)
+
+    def current(self) -> str:
+        from w2a_models.episodes import STATE_LAYOUT
+        from w2a_models.skills import segment_episode
+
+        if len(self.states) < 2:
+            return self.texts[0]
+        states = np.stack(self.states)
+        seg = segment_episode(np.asarray(self.gripper), states[:, STATE_LAYOUT["ee_pos"]],
+                              states[:, STATE_LAYOUT["object_pos"]], grasp_task=self.grasp)
+        return self.texts[min(len(seg.segments), len(self.texts)) - 1]
+
+
+class _Requests:
+    """A request iterator fed one message at a time (the stream stays open between chunks)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue = queue.Queue()
+
+    def send(self, request) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def __iter__(self):
+        while (item := self._queue.get()) is not None:
+            yield item
+
+
+def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) -> EpisodeResult:
+    from services.policy.client import ActionChunk, act_request, episode_end_request
+    from services.robot_sim.collect import instruction_for
+
+    instruction = instruction_for(config.task)
+    tracker = SkillTracker(instruction, config.task)
+    result = EpisodeResult(config.robot_id, config.task, seed, False, 0, 0)
+    started = time.perf_counter()
+    obs = sim.reset(seed)
+    requests = _Requests()
+    responses = client.stream(requests, timeout=config.timeout_s * (config.max_steps + 2))
+    try:
+        while result.steps < config.max_steps and not result.success:
+            skill = tracker.current()
+            if not result.skills or result.skills[-1] != skill:
+                result.skills.append(skill)
+            requests.send(act_request(config.robot_id, {config.camera: sim.render()}, sim.state,
+                                      instruction, episode_id=episode_id, step=result.steps,
+                                      skill=skill, base_only=config.base_only,
+                                      evaluation=config.evaluation))
+            chunk = ActionChunk.from_proto(next(responses))
+            result.chunks += 1
+            result.fallbacks += int(chunk.fallback)
+            if not result.policy_versions or result.policy_versions[-1] != chunk.version:
+                result.policy_versions.append(chunk.version)
+            for action in chunk.actions:
+                tracker.observe(sim.state, float(action[3]))
+                step = sim.step(np.clip(action, -1.0, 1.0))
+                obs = step.obs
+                result.steps += 1
+                if step.success:
+                    result.success = True
+                if step.success or step.truncated or result.steps >= config.max_steps:
+                    break
+        requests.send(episode_end_request(config.robot_id, episode_id, result.steps, result.success,
+                                          evaluation=config.evaluation))
+        next(responses)
+    finally:
+        requests.close()
+        responses.cancel()
+    del obs
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def run_robot(config: RobotConfig) -> list[EpisodeResult]:
+    """One robot, its episodes in order (the body of a robot process)."""
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    from services.policy.client import PolicyClient
+    from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
+
+    torch.set_num_threads(1)
+    results = []
+    with PolicyClient(config.target, config.token, root_certificates=config.root_certificates) as client, \
+            MetaWorldSim(SimConfig(task=config.task, image_size=config.image_size,
+                                   camera=config.camera, max_steps=config.max_steps)) as sim:
+        client.wait_ready(60)
+        for seed in config.seeds:
+            kind = ("eval-" if config.evaluation else "") + ("base" if config.base_only else "w2a")
+            episode_id = f"{config.task}-{kind}-s{seed}-{int(time.time() * 1e3)}"
+            results.append(run_episode(client, sim, config, seed, episode_id))
+    return results
+
+
+def run_robots(configs: list[RobotConfig], processes: int | None = None,
+               on_result=None) -> list[EpisodeResult]:
+    """Run robots in parallel processes; ``on_result(result)`` as each robot finishes."""
+    if not configs:
+        return []
+    ctx = mp.get_context("spawn")  # MuJoCo/EGL contexts do not survive fork
+    out: list[EpisodeResult] = []
+    with ProcessPoolExecutor(processes or len(configs), mp_context=ctx) as pool:
+        for results in pool.map(run_robot, configs):
+            out.extend(results)
+            if on_result is not None:
+                for r in results:
+                    on_result(r)
+    return out
+
+
+def split_seeds(seeds: list[int], robots: int) -> list[tuple[int, ...]]:
+    """Round-robin the episode seeds over robots (every seed exactly once)."""
+    return [tuple(seeds[i::robots]) for i in range(robots) if seeds[i::robots]]
+
+
+def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (sane at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    z, p = 1.959964, successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def summarise(task: str, arm: str, results: list[EpisodeResult]) -> dict:
+    successes = sum(r.success for r in results)
+    lo, hi = wilson_ci95(successes, len(results))
+    return {"task": task, "arm": arm, "episodes": len(results), "successes": successes,
+            "success_rate": successes / len(results) if results else 0.0, "ci95": [lo, hi],
+            "seeds": sorted(r.seed for r in results),
+            "policy_versions": sorted({v for r in results for v in r.policy_versions}),
+            "fallbacks": sum(r.fallbacks for r in results)}
+
+
+def result_dict(result: EpisodeResult) -> dict:
+    return asdict(result)
