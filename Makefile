@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-slow clean protos bench
+.PHONY: install demo test test-e2e test-slow clean protos bench
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -21,10 +21,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/w2a demo --out runs/demo
+	MUJOCO_GL=egl $(BIN)/w2a demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-e2e: $(STAMP)
+	MUJOCO_GL=egl $(BIN)/python -m pytest -q -m slow tests/e2e
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

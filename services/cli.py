@@ -73,35 +73,22 @@ def segment(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Run directory."),
-    episodes: int = typer.Option(3, min=1, help="Episodes per task."),
-    grasp_task: str = typer.Option("pick-place-v3"),
-    push_task: str = typer.Option("push-v3"),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<timestamp>)."),
+    profile: str = typer.Option("default", help="tiny (smoke test) | default (<= 15 min) | full (the experiment)."),
 ) -> None:
-    """The main job on embedded defaults: collect demos of a grasp and a push task, segment them."""
-    from services.robot_sim.collect import CollectConfig, collect as run_collect
-    from services.robot_sim.metaworld_env import SimConfig
-    from services.segmentation import segment_directory
+    """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
+    import time
 
-    summary = {}
-    for task in (grasp_task, push_task):
-        data_dir = out / "data" / task
-        report = run_collect(data_dir, CollectConfig(sim=SimConfig(task=task), episodes=episodes))
-        if report.saved < episodes:
-            _fail(f"{task}: only {report.saved} successful expert episodes", 1)
-        results = segment_directory(data_dir)
-        summary[task] = {
-            "episodes": len(results),
-            "segmenters": sorted({r["segmenter"] for r in results}),
-            "segments_per_episode": [r["num_segments"] for r in results],
-            "boundaries": [r["boundaries"] for r in results],
-        }
-        for r in results:
-            typer.echo(f"  {Path(r['file']).name}: {r['segmenter']} -> {r['num_segments']} "
-                       f"segments, cuts at {r['boundaries']} ({r['reason']})")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    typer.echo(json.dumps(summary, indent=1))
-    typer.echo(f"demo finished; data and summary.json under {out}")
+    from services.demo import PROFILES, run_demo
+
+    if profile not in PROFILES:
+        _fail(f"--profile must be one of {', '.join(PROFILES)}")
+    out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    try:
+        report = run_demo(out, PROFILES[profile])
+    except (RuntimeError, TimeoutError, ValueError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"demo finished in {report['total_seconds'] / 60:.1f} min: {out / 'report.md'}")
 
 
 serve_app = typer.Typer(no_args_is_help=True, help="Run a service in the foreground.")

@@ -174,6 +174,13 @@ class Stack:
             _wait(lambda: client.info() is not None, "policy server", proc, log_file,
                   self.config.ready_timeout_s)
 
+    def start_trainer(self, adapters: Path, env: dict[str, str] | None = None) -> None:
+        """Add the Stage 2 trainer to a running stack (e.g. once Stage 1 has produced adapters)."""
+        self.config.adapters = Path(adapters)
+        self.config.trainer_env.update(env or {})
+        self._start_trainer()
+        self._write_state()
+
     def _start_trainer(self) -> None:
         if self.config.adapters is None:
             return
@@ -274,7 +281,11 @@ def _alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # an exited child not yet reaped by its parent is a zombie: it is not running
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
 
 
 def stack_status(run_dir: Path) -> dict:

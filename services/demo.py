@@ -1,0 +1,383 @@
+"""``w2a demo``: World2Act end to end on one machine, and the before/after report.
+
+Phases: collect expert demos → train the base VLA on deliberately few of them (so it is
+imperfect and there is something to post-train) and the tiny world model on all of them → bring
+the stack up (Redis, Triton WM, planner, policy server) → Stage 1 adapters over ``wm_encode`` →
+start the Stage 2 trainer → sim robots roll out on rollout seeds while the trainer learns and
+pushes → stop the trainer (last checkpoint + push) → evaluate the base arm and the w2a arm on the
+same evaluation seeds → ``report.md`` / ``report.json`` with plots and a Skill-WM GIF.
+
+Seeds: demos, rollouts and evaluation use disjoint ranges (``services.robot_sim.seeds``); nothing
+is tuned on evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services.robot_sim.seeds import DEMO_SEEDS_START, EVAL_SEEDS_START, ROLLOUT_SEEDS_START
+
+
+@dataclass(frozen=True)
+class DemoProfile:
+    name: str
+    tasks: tuple[str, ...] = ("pick-place-v3", "push-v3")
+    demos_per_task: int = 12  # world model + Stage 1 data
+    base_demos_per_task: int = 4  # deliberately few: an imperfect base leaves room to improve
+    image_size: int = 64
+    base_steps: int = 1500
+    wm_vae_steps: int = 80
+    wm_dit_steps: int = 600
+    wm_latent_clips: int = 600
+    stage1_steps: int = 600
+    rollout_rounds: int = 2
+    rollout_episodes_per_task: int = 6  # per round
+    robots: int = 2
+    eval_episodes: int = 10  # per task and arm
+    max_steps: int = 150
+    trainer_batch: int = 32
+    push_every: int = 4
+    residual_scale: float = 0.2
+    trainer_lr: float = 1e-3
+
+
+PROFILES = {
+    # for the end-to-end test: every phase runs, nothing is meant to be good
+    "tiny": DemoProfile("tiny", tasks=("push-v3",), demos_per_task=3, base_demos_per_task=2,
+                        base_steps=100, wm_vae_steps=4, wm_dit_steps=20, wm_latent_clips=32,
+                        stage1_steps=50, rollout_rounds=1, rollout_episodes_per_task=2,
+                        eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1),
+    "default": DemoProfile("default"),
+    "full": DemoProfile("full", tasks=("pick-place-v3", "push-v3", "shelf-place-v3"),
+                        demos_per_task=30, base_demos_per_task=5, wm_vae_steps=300,
+                        wm_dit_steps=3000, wm_latent_clips=1500, stage1_steps=1500,
+                        rollout_rounds=4, rollout_episodes_per_task=15, eval_episodes=50,
+                        max_steps=200),
+}
+
+
+@dataclass
+class PhaseClock:
+    """Which phase runs, shown as it starts, timed for the report."""
+
+    total: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    _name: str = ""
+    _start: float = 0.0
+    _began: float = field(default_factory=time.monotonic)
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._name, self._start = name, time.monotonic()
+        elapsed = time.monotonic() - self._began
+        print(f"\n=== [{len(self.seconds) + 1}/{self.total}] {name}  (t+{elapsed:.0f}s) ===", flush=True)
+
+    def stop(self) -> None:
+        if self._name:
+            self.seconds[self._name] = round(time.monotonic() - self._start, 1)
+            self._name = ""
+
+
+def _collect_task(args: tuple) -> dict:
+    out, task, episodes, seed, size = args
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    from services.robot_sim.collect import CollectConfig, collect
+    from services.robot_sim.metaworld_env import SimConfig
+
+    torch.set_num_threads(1)
+    report = collect(out, CollectConfig(sim=SimConfig(task=task, image_size=size), episodes=episodes,
+                                        seed=seed), progress=False)
+    return asdict(report)
+
+
+def _train_base(args: tuple) -> dict:
+    data, out, steps = args
+    import torch
+
+    from services.trainer.base_bc import BCConfig, train_base
+
+    torch.set_num_threads(1)
+    report = train_base(data, out, config=BCConfig(steps=steps, eval_every=max(1, min(200, steps))),
+                        progress=False)
+    return {k: v for k, v in report.items() if k != "history"}
+
+
+def _base_subset(data: Path, out: Path, per_task: int, tasks) -> Path:
+    """Symlink the first ``per_task`` demos of each task: the base's deliberately small set."""
+    from w2a_models.episodes import find_episode_files
+
+    for task in tasks:
+        target = out / task
+        target.mkdir(parents=True, exist_ok=True)
+        for path in find_episode_files(data / task)[:per_task]:
+            link = target / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+    return out
+
+
+def _success_by_version(results) -> dict[int, dict]:
+    by: dict[int, list[bool]] = {}
+    for r in results:
+        by.setdefault(r.policy_versions[-1] if r.policy_versions else 0, []).append(r.success)
+    return {v: {"episodes": len(s), "success_rate": float(np.mean(s))} for v, s in sorted(by.items())}
+
+
+def _wait_drained(redis_url: str, timeout: float, leftover: int = 1) -> dict:
+    """Wait until the trainer has read every rollout and acked all but a last partial chunk."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    info = {"lag": None, "pending": None}
+    try:
+        while time.monotonic() < deadline:
+            groups = {g["name"].decode(): g for g in client.xinfo_groups("w2a:rollouts")}
+            group = groups.get("trainer")
+            if group is not None:
+                info = {"lag": int(group.get("lag") or 0), "pending": int(group["pending"])}
+                if info["lag"] == 0 and info["pending"] <= leftover:
+                    return info
+            time.sleep(1.0)
+    finally:
+        client.close()
+    return info
+
+
+def _skill_wm_gif(wm_url: str, data: Path, task: str, out: Path, chunk: int) -> Path | None:
+    """A Skill-WM chained generation (one segment per planned skill) beside the real demo."""
+    from PIL import Image
+
+    from services.planner.rules import decompose
+    from services.world_model.client import WorldModelClient
+    from w2a_models.episodes import find_episode_files, read_episode
+    from w2a_models.world_model.model import write_video
+
+    paths = find_episode_files(data / task)
+    if not paths:
+        return None
+    episode = read_episode(paths[-1])
+    skills = [s.description for s in decompose(episode.instruction, task)]
+    with WorldModelClient(wm_url, timeout=300) as wm:
+        segments = wm.generate_chain(episode.frames[0], skills, frames_per_skill=chunk * 2 + 1, seed=0)
+    imagined = np.concatenate([s.video[1:] if i else s.video for i, s in enumerate(segments)])
+    real = episode.frames[np.linspace(0, episode.length - 1, len(imagined)).astype(int)]
+    frames = []
+    for r, g in zip(real, imagined):
+        canvas = Image.new("RGB", (r.shape[1] * 2 + 4, r.shape[0]), "white")
+        canvas.paste(Image.fromarray(r), (0, 0))
+        canvas.paste(Image.fromarray(g), (r.shape[1] + 4, 0))
+        frames.append(np.asarray(canvas))
+    return write_video(out, np.stack(frames), fps=6)
+
+
+def run_demo(out: Path, profile: DemoProfile) -> dict:
+    import redis
+    import torch
+
+    from services.planner.sync import measure_sync
+    from services.policy.client import PolicyClient
+    from services.robot_sim.robot import RobotConfig, result_dict, run_robots, split_seeds, summarise
+    from services.stack import Stack, StackConfig
+    from services.trainer.plots import plot_curves
+    from services.trainer.stage1 import Stage1Config, train_stage1
+    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from services.trainer.world_model_train import WMTrainConfig, train_world_model
+    from services.world_model.client import WorldModelClient
+    from w2a_models.episodes import find_episode_files
+
+    torch.set_num_threads(1)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = profile
+    clock = PhaseClock(total=7)
+    report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    spawn = mp.get_context("spawn")
+
+    clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
+    data = out / "data"
+    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size)
+            for i, t in enumerate(p.tasks)]
+    with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
+        collected = list(pool.map(_collect_task, jobs))
+    for c in collected:
+        print(f"  {c['task']}: {c['saved']} demos ({c['failures']} expert failures skipped)")
+        if c["saved"] < min(p.demos_per_task, p.base_demos_per_task + 1):
+            raise RuntimeError(f"{c['task']}: only {c['saved']} expert demos")
+    report["demos"] = {c["task"]: c["saved"] for c in collected}
+    report["sync"] = measure_sync(data)
+
+    clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
+                f"model on all of them")
+    base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps))
+        wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
+            vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
+        report["base"] = base_job.result()
+    report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
+
+    clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
+    stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model"))
+    stack.start()
+    try:
+        for s in stack.services:
+            print(f"  {s.name:12s} {s.address}")
+
+        clock.start("Stage 1: align world-model chunk latents and action chunks")
+        with WorldModelClient(stack.wm_url, timeout=300) as wm:
+            chunks = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+        stage1 = {}
+        for alignment in ("chunk", "trajectory"):
+            stage1[alignment] = train_stage1(chunks, out / f"stage1_{alignment}", Stage1Config(
+                alignment=alignment, steps=p.stage1_steps))
+            s1 = stage1[alignment]
+            print(f"  {alignment}-wise: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
+                  f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
+        report["stage1"] = stage1
+
+        clock.start("Stage 2: sim robots roll out while the trainer learns and pushes")
+        stack.start_trainer(out / "stage1_chunk" / "checkpoint", {
+            "W2A_TRAINER_BATCH_SIZE": str(p.trainer_batch), "W2A_TRAINER_PUSH_EVERY": str(p.push_every),
+            "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
+            "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": "demo-trainer"})
+        target, token = stack.address("policy"), stack.config.robot_token
+        rollouts = []
+        for rnd in range(p.rollout_rounds):
+            configs = []
+            for t_i, task in enumerate(p.tasks):
+                first = ROLLOUT_SEEDS_START + 10_000 * t_i + rnd * p.rollout_episodes_per_task
+                seeds = list(range(first, first + p.rollout_episodes_per_task))
+                configs += [RobotConfig(f"sim-{task}-{i}", task, target, token, g,
+                                        image_size=p.image_size, max_steps=p.max_steps)
+                            for i, g in enumerate(split_seeds(seeds, p.robots))]
+            results = run_robots(configs, processes=p.robots)
+            rollouts += results
+            drained = _wait_drained(stack.redis_url, timeout=900)
+            versions = sorted({v for r in results for v in r.policy_versions})
+            rate = float(np.mean([r.success for r in results]))
+            print(f"  round {rnd + 1}/{p.rollout_rounds}: {len(results)} episodes, success {rate:.2f}, "
+                  f"policy versions seen {versions}, stream {drained}")
+        stack.stop_service("trainer", timeout=120)  # final checkpoint, ack and push
+        history = [json.loads(line) for line in
+                   (out / "stack" / "trainer" / "stage2_history.jsonl").read_text().splitlines()]
+        rds = redis.Redis.from_url(stack.redis_url)
+        report["stage2"] = {
+            "rollout_episodes": len(rollouts), "updates": len(history),
+            "stream_entries": int(rds.xlen("w2a:rollouts")),
+            "dead_letters": int(rds.xlen("w2a:rollouts:dlq")) if rds.exists("w2a:rollouts:dlq") else 0,
+            "success_by_policy_version": _success_by_version(rollouts),
+            "first_loss": history[0]["loss"] if history else None,
+            "last_loss": history[-1]["loss"] if history else None,
+            "rollouts": [result_dict(r) for r in rollouts]}
+        rds.close()
+        with PolicyClient(target, token) as c:
+            report["stage2"]["final_policy_version"] = int(c.info().residual_version)
+        print(f"  {len(history)} updates, policy now v{report['stage2']['final_policy_version']}")
+
+        clock.start(f"evaluate base vs w2a ({p.eval_episodes} episodes per task and arm, same seeds)")
+        evaluation = []
+        for t_i, task in enumerate(p.tasks):
+            seeds = list(range(EVAL_SEEDS_START + 10_000 * t_i, EVAL_SEEDS_START + 10_000 * t_i + p.eval_episodes))
+            for arm in ("base", "w2a"):
+                configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, g, base_only=arm == "base",
+                                       evaluation=True, image_size=p.image_size, max_steps=p.max_steps)
+                           for i, g in enumerate(split_seeds(seeds, p.robots))]
+                summary = summarise(task, arm, run_robots(configs, processes=p.robots))
+                evaluation.append(summary)
+                print(f"  {task:16s} {arm:4s} {summary['successes']}/{summary['episodes']} "
+                      f"= {summary['success_rate']:.2f}  ci95 [{summary['ci95'][0]:.2f}, {summary['ci95'][1]:.2f}]")
+        report["evaluation"] = evaluation
+
+        clock.start("Skill-WM GIF and the report")
+        gif = _skill_wm_gif(stack.wm_url, data, p.tasks[0], out / "skill_wm.gif", 8)
+        report["gif"] = gif.name if gif else None
+    finally:
+        stack.stop()
+    plots = {}
+    if history:
+        plots["stage2_loss"] = plot_curves(out / "stage2_loss.png", {
+            "loss": [(h["update"], h["loss"]) for h in history],
+            "contrastive": [(h["update"], h["contrastive"]) for h in history]}, "Stage 2 loss").name
+    by_version = report["stage2"]["success_by_policy_version"]
+    if by_version:
+        plots["success_vs_version"] = plot_curves(out / "success_vs_version.png", {
+            "rollout success": [(v, d["success_rate"]) for v, d in by_version.items()]},
+            "Rollout success rate vs policy version").name
+    for alignment in ("chunk", "trajectory"):
+        png = out / f"stage1_{alignment}" / "stage1_loss.png"
+        if png.exists():
+            plots[f"stage1_{alignment}_loss"] = str(png.relative_to(out))
+    report["plots"] = plots
+    clock.stop()
+    report["phase_seconds"] = clock.seconds
+    report["total_seconds"] = round(sum(clock.seconds.values()), 1)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "report.md").write_text(render_report(report))
+    return report
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def render_report(r: dict) -> str:
+    p = r["profile"]
+    lines = [f"# World2Act demo report ({p['name']} profile)", "",
+             f"Started {r['started']}; {r['total_seconds'] / 60:.1f} min in all. Tasks: "
+             f"{', '.join(p['tasks'])}. The base VLA saw {p['base_demos_per_task']} demos per task "
+             f"(deliberately few); the world model and Stage 1 saw {p['demos_per_task']}.", "",
+             "## Before / after (evaluation seeds, disjoint from demos and rollouts)", "",
+             "| task | arm | episodes | successes | success rate | 95 % interval |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for e in r["evaluation"]:
+        lines.append(f"| {e['task']} | {e['arm']} | {e['episodes']} | {e['successes']} | "
+                     f"{e['success_rate']:.2f} | [{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] |")
+    by_task: dict[str, dict] = {}
+    for e in r["evaluation"]:
+        by_task.setdefault(e["task"], {})[e["arm"]] = e
+    lines += ["", "Difference (w2a − base), points: " + ", ".join(
+        f"{t}: {100 * (a['w2a']['success_rate'] - a['base']['success_rate']):+.0f}"
+        for t, a in by_task.items() if "w2a" in a and "base" in a), ""]
+    overlap = all(a["w2a"]["ci95"][0] <= a["base"]["ci95"][1] and a["base"]["ci95"][0] <= a["w2a"]["ci95"][1]
+                  for a in by_task.values() if "w2a" in a and "base" in a)
+    if overlap:
+        lines += ["The intervals of the two arms overlap on every task: at this size the run does not "
+                  "show that the residual helps (or hurts). See the diagnosis figures below.", ""]
+    s1, s2 = r["stage1"], r["stage2"]
+    lines += ["## Stage 1 (held-out demos, chunk-level retrieval)", "",
+              "| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in s1.items():
+        lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "
+                     f"{m['v2a_top1_all']:.3f} | {m['chance_top1_same_skill']:.3f} | "
+                     f"{m['chance_top1_all']:.3f} | {m['recon_mse']:.4f} |")
+    lines += ["", "## Stage 2", "",
+              f"{s2['rollout_episodes']} rollout episodes, {s2['stream_entries']} stream entries, "
+              f"{s2['updates']} residual updates (loss {_fmt(s2['first_loss'])} → {_fmt(s2['last_loss'])}), "
+              f"final policy version v{s2['final_policy_version']}, {s2['dead_letters']} dead letters.", "",
+              "| policy version | rollout episodes | success rate |", "| --- | --- | --- |"]
+    for v, d in s2["success_by_policy_version"].items():
+        lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+    sync = r.get("sync", {})
+    lines += ["", f"Skill sync rate (planner skills vs segmenter, demos): {sync.get('sync_rate', 0):.3f} "
+              f"over {sync.get('episodes', 0)} episodes.", "",
+              "## World model", "", f"```\n{json.dumps(r['world_model'], indent=1, default=str)[:1500]}\n```", "",
+              "## Plots", ""]
+    for name, path in r.get("plots", {}).items():
+        lines.append(f"![{name}]({path})")
+    if r.get("gif"):
+        lines += ["", f"Skill-WM chained generation (right) beside the real demo (left): ![skill-wm]({r['gif']})"]
+    lines += ["", "## Phase timings (s)", "", "| phase | seconds |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in r["phase_seconds"].items()]
+    return "\n".join(lines) + "\n"

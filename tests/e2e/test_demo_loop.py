@@ -1,0 +1,68 @@
+"""The whole loop on tiny settings: `w2a demo --profile tiny` brings the real stack up, sim robots
+act through gRPC, rollouts reach Redis, the trainer's pushes are accepted, a report is written;
+then `w2a up` / `status` / `down` on the trained base leave no process behind."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.sim]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours still "exists": check its state
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _w2a(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_tiny_demo_then_up_status_down(tmp_path):
+    run = tmp_path / "demo"
+    done = _w2a("demo", "--profile", "tiny", "--out", str(run), timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((run / "report.json").read_text())
+    assert (run / "report.md").read_text().startswith("# World2Act demo report")
+    assert report["stage2"]["stream_entries"] > 0  # rollouts reached Redis
+    assert report["stage2"]["final_policy_version"] >= 1  # a push was accepted
+    assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a"}
+    assert all(0.0 <= e["ci95"][0] <= e["success_rate"] <= e["ci95"][1] <= 1.0 for e in report["evaluation"])
+    assert (run / "skill_wm.gif").stat().st_size > 0
+    assert not (run / "stack" / "stack.json").exists()  # the demo's stack is down
+
+    stack_dir = tmp_path / "stack"
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--run-dir", str(stack_dir),
+                           "--base", str(run / "base"), "--world-model", str(run / "world_model")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (stack_dir / "stack.json").exists() and time.monotonic() < deadline:
+            assert up.poll() is None, up.stdout.read()
+            time.sleep(0.5)
+        state = json.loads((stack_dir / "stack.json").read_text())
+        pids = [s["pid"] for s in state["services"] if s["pid"]]
+        status = json.loads(_w2a("status", "--run-dir", str(stack_dir)).stdout)
+        assert all(s["ready"] for s in status["services"].values()), status
+        assert status["services"]["policy"]["residual_version"] == 0  # a fresh state dir
+        down = _w2a("down", "--run-dir", str(stack_dir))
+        assert down.returncode == 0 and "stack stopped" in down.stdout, down.stdout + down.stderr
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+    time.sleep(0.5)
+    assert not [p for p in pids if _alive(p)], "w2a down left processes behind"
