@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-e2e test-slow clean protos bench
+.PHONY: install demo test test-e2e test-slow clean protos bench docs
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -46,3 +46,6 @@ bench: $(STAMP)
 	$(BIN)/w2a bench world-model --json > reports/bench_world_model.json
 	$(BIN)/w2a bench trainer --json > reports/bench_trainer.json
 	cat reports/bench_*.json
+
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_config_docs.py

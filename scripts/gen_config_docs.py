@@ -1,0 +1,82 @@
+"""Write docs/configuration.md from the settings classes (``make docs``; a test checks it is fresh)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SERVICES = [
+    ("Policy server", "services.policy.settings", "PolicySettings", "w2a serve policy"),
+    ("Skill planner", "services.planner.settings", "PlannerSettings", "w2a serve planner"),
+    ("Stage 2 trainer", "services.trainer.settings", "TrainerSettings", "w2a train-residual"),
+]
+
+
+def _default(field) -> str:
+    from pydantic_core import PydanticUndefined
+
+    if field.default_factory is not None:
+        return "(computed)"
+    value = field.default
+    if value is PydanticUndefined:
+        return "(required)"
+    if hasattr(value, "get_secret_value"):
+        return '""' if not value.get_secret_value() else "(secret)"
+    if isinstance(value, Path):
+        return f"`{value}`"
+    return f"`{value!r}`" if value not in (None, "") else ("unset" if value is None else '`""`')
+
+
+def _type(field) -> str:
+    from typing import Literal, get_args, get_origin
+
+    if get_origin(field.annotation) is Literal:
+        return " or ".join(f"`{a}`" for a in get_args(field.annotation))
+    text = getattr(field.annotation, "__name__", None) or str(field.annotation)
+    text = text.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+    return text.replace(" | ", " or ").replace("NoneType", "None")
+
+
+def _comments(module) -> dict[str, str]:
+    """Trailing ``# comments`` on the field lines of the settings source."""
+    import inspect
+
+    notes = {}
+    for line in inspect.getsource(module).splitlines():
+        stripped = line.strip()
+        if ":" in stripped and "#" in stripped and not stripped.startswith("#"):
+            name = stripped.split(":", 1)[0].strip()
+            if name.isidentifier():
+                notes[name] = stripped.split("#", 1)[1].strip()
+    return notes
+
+
+def render() -> str:
+    import importlib
+
+    out = ["# Configuration reference", "",
+           "Generated from the settings classes by `scripts/gen_config_docs.py` (`make docs`);",
+           "do not edit by hand. Every setting is an environment variable; lists are JSON",
+           "(e.g. `'[\"a\",\"b\"]'`). Command-line options, where a command has them, override these.", ""]
+    for title, module_name, cls_name, command in SERVICES:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, cls_name)
+        prefix = cls.model_config.get("env_prefix", "")
+        notes = _comments(module)
+        out += [f"## {title} (`{command}`, prefix `{prefix}`)", "",
+                "| variable | type | default | notes |", "| --- | --- | --- | --- |"]
+        for name, field in cls.model_fields.items():
+            note = notes.get(name, "").replace("|", "\\|")
+            out.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {_default(field)} | {note} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    target = ROOT / "docs" / "configuration.md"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(render())
+    print(f"wrote {target}")
