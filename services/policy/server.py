@@ -43,8 +43,10 @@ def _floats(array: np.ndarray) -> list[float]:
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
     def __init__(self, settings: PolicySettings, base: BasePolicy, engine: PolicyEngine,
                  store: ResidualStore, auth: Authenticator, metrics: PolicyMetrics,
-                 rollouts: RolloutLogger | None) -> None:
+                 rollouts: RolloutLogger | None, serves_acting: bool = True,
+                 serves_weights: bool = True) -> None:
         self.settings = settings
+        self.serves_acting, self.serves_weights = serves_acting, serves_weights
         self.base = base
         self.engine = engine
         self.store = store
@@ -94,11 +96,21 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         self.metrics.rejected.labels("INVALID_ARGUMENT").inc()
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
+    async def _require_port(self, context, weights: bool) -> None:
+        if weights and not self.serves_weights:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "weights are accepted on the admin port only (W2A_POLICY_ADMIN_PORT)")
+        if not weights and not self.serves_acting:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "this is the admin port: robots act on the main port")
+
     async def Act(self, request, context):
+        await self._require_port(context, weights=False)
         await self.auth.require(context, Role.ROBOT)
         return await self._act_one(request, context, "Act")
 
     async def StreamAct(self, request_iterator, context):
+        await self._require_port(context, weights=False)
         await self.auth.require(context, Role.ROBOT)
         async for request in request_iterator:
             yield await self._act_one(request, context, "StreamAct")
@@ -121,6 +133,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
     # -- weights -------------------------------------------------------------------------------
 
     async def UpdateResidual(self, request_iterator, context):
+        await self._require_port(context, weights=True)
         await self.auth.require(context, Role.TRAINER)
         started = time.perf_counter()
         manifest_pb, parts, size = None, [], 0
@@ -167,6 +180,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
                                message="accepted", load_ms=(time.perf_counter() - started) * 1e3)
 
     async def Rollback(self, request, context):
+        await self._require_port(context, weights=True)
         await self.auth.require(context, Role.TRAINER)
         async with self._swap_lock:
             previous = self.engine.slot.version
@@ -238,7 +252,26 @@ class PolicyServer:
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+        self.admin_server: grpc.aio.Server | None = None  # UpdateResidual/Rollback, when on their own port
+        self.admin_port: int | None = None
         self._metrics_http = None
+
+    def _grpc_server(self, options, port: int, acting: bool, weights: bool) -> tuple[grpc.aio.Server, int]:
+        s = self.settings
+        server = grpc.aio.server(options=options)
+        servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,
+                                  self.rollouts, serves_acting=acting, serves_weights=weights)
+        pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        address = f"{s.host}:{port}"
+        if s.tls_cert is not None:
+            creds = grpc.ssl_server_credentials([(Path(s.tls_key).read_bytes(),
+                                                  Path(s.tls_cert).read_bytes())])
+            return server, server.add_secure_port(address, creds)
+        return server, server.add_insecure_port(address)
 
     async def start(self) -> int:
         s = self.settings
@@ -246,30 +279,24 @@ class PolicyServer:
         # INVALID_ARGUMENT with the numbers from us; beyond that gRPC answers RESOURCE_EXHAUSTED.
         options = [("grpc.max_receive_message_length", 2 * s.max_message_bytes),
                    ("grpc.max_send_message_length", s.max_message_bytes)]
-        self.server = grpc.aio.server(options=options)
-        servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,
-                                  self.rollouts)
-        pb_grpc.add_PolicyServiceServicer_to_server(servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.server)
-        address = f"{s.host}:{s.port}"
-        if s.tls_cert is not None:
-            creds = grpc.ssl_server_credentials([(Path(s.tls_key).read_bytes(),
-                                                  Path(s.tls_cert).read_bytes())])
-            self.port = self.server.add_secure_port(address, creds)
-        else:
-            self.port = self.server.add_insecure_port(address)
+        separate_admin = s.admin_port is not None
+        self.server, self.port = self._grpc_server(options, s.port, acting=True, weights=not separate_admin)
+        if separate_admin:
+            self.admin_server, self.admin_port = self._grpc_server(options, s.admin_port, acting=False,
+                                                                   weights=True)
         await self.engine.start()
         if self.rollouts is not None:
             self.rollouts.start()
         await self.server.start()
+        if self.admin_server is not None:
+            await self.admin_server.start()
         for name in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.SERVING))
         if s.metrics_port:
             self._metrics_http = self.metrics.serve(s.metrics_port, s.host)
-        log.info("policy server on %s:%d (residual v%d)", s.host, self.port, self.engine.slot.version)
+        log.info("policy server on %s:%d%s (residual v%d)", s.host, self.port,
+                 f", weights on admin port {self.admin_port}" if self.admin_server else "",
+                 self.engine.slot.version)
         return self.port
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -278,6 +305,8 @@ class PolicyServer:
             await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING))
         if self.server is not None:
             await self.server.stop(grace)
+        if self.admin_server is not None:
+            await self.admin_server.stop(grace)
         await self.engine.stop()
         if self.rollouts is not None:
             await asyncio.to_thread(self.rollouts.stop)

@@ -14,6 +14,7 @@ class PolicySettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)  # 0 = pick a free port
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 = no metrics endpoint
+    admin_port: int | None = Field(None, ge=0, le=65535)  # UpdateResidual/Rollback only here (unset: main port)
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
     keep_versions: int = Field(5, ge=1)

@@ -201,3 +201,20 @@ def test_hot_swap_under_load_has_no_failures(tmp_path, base):
     assert failures == []
     for versions in seen.values():
         assert versions == sorted(versions) and versions[-1] == 5
+
+
+def test_weights_only_on_the_admin_port_when_one_is_set(tmp_path):
+    base = tiny_base()
+    server = PolicyServer(settings(tmp_path, admin_port=0), base)
+    images, state = observation()
+    blob, manifest = residual_blob(base, 1)
+    with ServerThread(server) as srv:
+        admin = f"127.0.0.1:{server.admin_port}"
+        with PolicyClient(srv.target, TRAINER) as main_port, PolicyClient(admin, TRAINER) as admin_port, \
+                PolicyClient(srv.target, ROBOT) as robot, PolicyClient(admin, ROBOT) as robot_on_admin:
+            code, detail = _code(lambda: main_port.push_residual(blob, manifest))
+            assert code == grpc.StatusCode.PERMISSION_DENIED and "admin port" in detail
+            assert admin_port.push_residual(blob, manifest).version == 1
+            code, _ = _code(lambda: robot_on_admin.act("r", images, state, "push"))
+            assert code == grpc.StatusCode.PERMISSION_DENIED
+            assert robot.act("r", images, state, "push").version == 1
