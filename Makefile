@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-e2e test-slow clean protos bench docs
+.PHONY: install demo test test-e2e test-slow clean protos bench docs k8s-check
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -49,3 +49,6 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python scripts/gen_config_docs.py
+
+k8s-check: $(STAMP)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(BIN)/python scripts/k8s_check.py

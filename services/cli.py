@@ -469,7 +469,12 @@ def eval_cmd(
     seeds = list(range(seed, seed + episodes))
     configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, group, base_only=arm == "base",
                            evaluation=True, max_steps=max_steps) for i, group in enumerate(split_seeds(seeds, robots))]
-    results = run_robots(configs)
+    from services.robot_sim.robot import RobotError
+
+    try:
+        results = run_robots(configs)
+    except RobotError as exc:
+        _fail(str(exc), 1)
     summary = summarise(task, arm, results)
     keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95")
     typer.echo(json.dumps({k: summary[k] for k in keys} if as_json else summary,

@@ -143,8 +143,22 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) ->
     return result
 
 
+class RobotError(RuntimeError):
+    """A robot could not finish its episodes (policy server unreachable, request rejected, …)."""
+
+
 def run_robot(config: RobotConfig) -> list[EpisodeResult]:
     """One robot, its episodes in order (the body of a robot process)."""
+    import grpc
+
+    try:
+        return _run_robot(config)
+    except grpc.RpcError as exc:  # not picklable across the process pool: say it in words
+        raise RobotError(f"robot {config.robot_id} ({config.task}): policy server answered "
+                         f"{exc.code().name}: {exc.details()}") from None
+
+
+def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
     import os
 
     os.environ.setdefault("MUJOCO_GL", "egl")
