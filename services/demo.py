@@ -56,11 +56,10 @@ PROFILES = {
                         stage1_steps=50, rollout_rounds=1, rollout_episodes_per_task=2,
                         eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1),
     "default": DemoProfile("default"),
-    "full": DemoProfile("full", tasks=("pick-place-v3", "push-v3", "shelf-place-v3"),
-                        demos_per_task=30, base_demos_per_task=5, wm_vae_steps=300,
-                        wm_dit_steps=3000, wm_latent_clips=1500, stage1_steps=1500,
-                        rollout_rounds=4, rollout_episodes_per_task=15, eval_episodes=50,
-                        max_steps=200),
+    "full": DemoProfile("full", tasks=("pick-place-v3", "push-v3", "drawer-open-v3"),
+                        demos_per_task=20, base_demos_per_task=4, wm_vae_steps=200,
+                        wm_dit_steps=2000, wm_latent_clips=1000, stage1_steps=1000,
+                        rollout_rounds=3, rollout_episodes_per_task=10, eval_episodes=50),
 }
 
 

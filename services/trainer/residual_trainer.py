@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,8 @@ class ResidualTrainer:
         self._to_ack: list[str] = []  # ids checkpointed but not yet acked (Redis away)
         self._episode_version: OrderedDict[str, int] = OrderedDict()
         self.last_stats: dict[str, float] = {}
+        self._history: list[str] = []  # updates since the last checkpoint (committed with it)
+        self._history_lines = 0
         self._offered_update = 0
         torch.manual_seed(config.seed)
         self._restore()
@@ -130,6 +133,7 @@ class ResidualTrainer:
 
     def _restore(self) -> None:
         if not (self.checkpoint_dir / "manifest.json").exists():
+            self._trim_history(0)  # lines of updates that never reached a checkpoint
             return
         tensors, manifest = load_checkpoint(self.checkpoint_dir)
         meta = manifest.config
@@ -143,6 +147,7 @@ class ResidualTrainer:
             raise CheckpointError(f"{self.checkpoint_dir}: does not restore ({exc})") from exc
         self.updates = self.checkpointed_updates = int(meta["updates"])
         self.ledger = AppliedLedger.from_list(meta["applied_ids"], self.config.ledger_capacity)
+        self._trim_history(int(meta.get("history_lines", 0)))
         log.info("resumed Stage 2 at update %d (%d applied ids remembered)", self.updates,
                  len(self.ledger.ids))
 
@@ -158,7 +163,9 @@ class ResidualTrainer:
         unacked = self._to_ack + self._applied
         optim, groups = _optimizer_tensors(self.optimizer)
         tensors = {**{f"residual.{k}": v for k, v in self.residual.state_dict().items()}, **optim}
+        history_lines = self._commit_history()
         meta = {"residual": asdict(self.residual.config), "updates": self.updates,
+                "history_lines": history_lines,
                 "param_groups": groups, "applied_ids": unacked,
                 "loss": asdict(self.config.loss)}
         save_checkpoint(self.checkpoint_dir, tensors, str(self.updates), config=meta)
@@ -289,7 +296,8 @@ class ResidualTrainer:
         self.updates += 1
         stats = {**stats, "update": self.updates, "chunks": n, "result": result}
         self.last_stats = stats
-        self._record(stats)
+        self._record({**stats, "ids": [s.entry_id for s in samples],
+                      "policy_versions": sorted({s.policy_version for s in samples})})
         if self.updates % self.config.checkpoint_every == 0:
             self.checkpoint()
         if self.pusher is not None and self.updates % self.config.push_every == 0:
@@ -313,9 +321,31 @@ class ResidualTrainer:
             for term in ("loss", "contrastive", "residual_l2"):
                 if term in stats:
                     self.metrics.loss.labels(term).set(stats[term])
+        self._history.append(json.dumps({**stats, "time": time.time()}))
+
+    def _commit_history(self) -> int:
+        """Append the updates about to be checkpointed; returns the file's committed line count.
+
+        Written before the checkpoint and trimmed back to the checkpoint's count on restore, so
+        the history lists exactly the checkpointed updates (and the ids each one applied).
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / HISTORY_FILE, "a") as fh:
-            fh.write(json.dumps({**stats, "time": time.time()}) + "\n")
+            for line in self._history:
+                fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._history_lines += len(self._history)
+        self._history = []
+        return self._history_lines
+
+    def _trim_history(self, lines: int) -> None:
+        path = self.out / HISTORY_FILE
+        if not path.exists():
+            return
+        kept = path.read_text().splitlines()[:lines]
+        path.write_text("".join(line + "\n" for line in kept))
+        self._history_lines = len(kept)
 
     # -- the loop --------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class StepSample:
     frame: np.ndarray  # uint8 [H, W, 3]: the chunk's first observation
     skill: str
     episode: str
+    policy_version: int = 0  # the residual version that produced the logged chunk
 
 
 def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSample | None:
@@ -54,6 +55,7 @@ def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSampl
         frame=np.frombuffer(image["data"], np.uint8).reshape(image["shape"]).copy(),
         skill=record.get("skill") or record.get("instruction", ""),
         episode=f"{record.get('robot_id')}/{record.get('episode_id')}",
+        policy_version=int(record.get("policy_version") or 0),
     )
 
 

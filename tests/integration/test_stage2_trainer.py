@@ -1,6 +1,7 @@
 """The Stage 2 consumer against a real redis-server: update → checkpoint → XACK order,
 crash recovery without double-applying, dead letters, WM failures, and never pushing NaN."""
 
+import json
 import threading
 
 import numpy as np
@@ -186,3 +187,20 @@ def test_nan_weights_are_never_pushed(rds, tmp_path):
     trainer.push()  # logged and counted, not raised, not sent
     assert pusher.flush(10) and len(client.pushed) == 1
     pusher.close()
+
+
+def test_history_lists_exactly_the_checkpointed_updates_and_their_ids(rds, tmp_path):
+    ids = _publish(rds, [_step(i) for i in range(12)])
+    first = _trainer(rds, tmp_path / "t", checkpoint_every=2)
+    first.ingest(first.stream.read())
+    first.update(4)
+    first.update(4)  # checkpoint: 2 updates committed
+    first.update(4)  # trained, not checkpointed, then "kill -9"
+    del first
+    second = _trainer(rds, tmp_path / "t", checkpoint_every=2)
+    second.step()
+    second.close()
+    lines = [json.loads(x) for x in (tmp_path / "t" / "stage2_history.jsonl").read_text().splitlines()]
+    applied = [i for line in lines for i in line["ids"]]
+    assert sorted(applied) == sorted(ids)  # every entry once, the lost update's replay included
+    assert [x["update"] for x in lines] == [1, 2, 3]
