@@ -5,13 +5,17 @@ and counted). A writer thread wakes at most every ``linger`` seconds (or when ``
 records wait), packs them as msgpack (never pickle) and writes them with ``XADD MAXLEN ~`` in one
 pipeline. When Redis is unreachable the writer appends records to an
 on-disk spool (length-prefixed msgpack frames, fsynced) and keeps retrying; once Redis answers
-again the spool is replayed in order before any newer record, then truncated. Delivery is
-at-least-once: a crash during replay can repeat records, so each carries a unique ``id``.
+again the spool is replayed in order before any newer record, then truncated. Each entry carries
+a content id (``rid``) beside the record; a replay skips records whose id is already in the
+stream's tail (a pipeline applied before its reply was lost, a replay cut off half-way), so a
+Redis failure does not duplicate records. A crash of this process mid-replay still can: the
+trainer's applied-id ledger covers that case.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import struct
@@ -27,6 +31,7 @@ import redis
 log = logging.getLogger(__name__)
 
 STREAM_FIELD = "data"
+RID_FIELD = "rid"  # content id of the record, for exactly-once replay from the spool
 
 
 def _encode_extra(value: Any) -> Any:
@@ -36,6 +41,11 @@ def _encode_extra(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"cannot log a {type(value).__name__}")
+
+
+def record_id(payload: bytes) -> str:
+    """Content id of a packed record (stored beside it in the stream) for exactly-once replay."""
+    return hashlib.blake2b(payload, digest_size=12).hexdigest()
 
 
 def pack_record(record: dict[str, Any]) -> bytes:
@@ -154,20 +164,34 @@ class RolloutLogger:
     def _xadd(self, payloads: list[bytes]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for payload in payloads:
-            pipe.xadd(self.stream, {STREAM_FIELD: payload}, maxlen=self.maxlen, approximate=True)
+            pipe.xadd(self.stream, {STREAM_FIELD: payload, RID_FIELD: record_id(payload)},
+                      maxlen=self.maxlen, approximate=True)
         pipe.execute()
+
+    def _already_written(self, pending: list[bytes]) -> set[bytes]:
+        """Record ids of spooled payloads that reached the stream anyway.
+
+        A pipeline cut off by a Redis failure may have been applied before the reply was lost, and
+        a replay cut off half-way wrote its first batches: those records sit in the spool *and*
+        in the stream. They can only be among the newest entries, so the tail is enough.
+        """
+        tail = self._client.xrevrange(self.stream, count=min(len(pending) + 10_000, 200_000))
+        return {fields.get(RID_FIELD.encode()) for _, fields in tail} - {None}
 
     def _replay_spool(self) -> None:
         # While Redis stays down this runs every retry interval: probe it before reading the
         # whole spool file again.
         self._client.ping()
         pending = self.spool.read_all()
-        for start in range(0, len(pending), self.batch_size):
-            self._xadd(pending[start : start + self.batch_size])
+        written = self._already_written(pending) if pending else set()
+        fresh = [p for p in pending if record_id(p).encode() not in written]
+        for start in range(0, len(fresh), self.batch_size):
+            self._xadd(fresh[start : start + self.batch_size])
         if pending:
-            log.info("replayed %d spooled rollout records", len(pending))
+            log.info("replayed %d spooled rollout records (%d were already in the stream)",
+                     len(fresh), len(pending) - len(fresh))
         self.spool.clear()
-        self.written += len(pending)
+        self.written += len(fresh)
         self.spooled = 0
 
     def _notify(self) -> None:

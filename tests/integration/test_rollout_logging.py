@@ -96,3 +96,18 @@ def test_records_spooled_at_shutdown_are_replayed_by_the_next_logger(tmp_path):
         assert _wait_for(lambda: fresh.spooled == 0)
         fresh.stop()
         assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3]
+
+
+def test_replay_skips_records_that_reached_the_stream_before_the_failure(tmp_path):
+    """A pipeline applied by Redis whose reply was lost lands in the spool too: not written twice."""
+    from services.common.rollout_log import pack_record
+
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
+        payloads = [pack_record({"kind": "step", "i": i}) for i in range(6)]
+        logger._xadd(payloads[:4])  # applied, "reply lost":
+        logger.spool.append(payloads)  # the writer spooled the whole batch and more
+        logger.spooled = len(payloads)
+        logger._replay_spool()
+        assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3, 4, 5]
+        assert len(logger.spool) == 0
