@@ -136,15 +136,16 @@ def _wait_drained(redis_url: str, timeout: float, leftover: int = 1) -> dict:
     """Wait until the trainer has read every rollout and acked all but a last partial chunk."""
     import redis
 
+    from services.trainer.rollout_stream import group_lag
+
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
     info = {"lag": None, "pending": None}
     try:
         while time.monotonic() < deadline:
-            groups = {g["name"].decode(): g for g in client.xinfo_groups("w2a:rollouts")}
-            group = groups.get("trainer")
-            if group is not None:
-                info = {"lag": int(group.get("lag") or 0), "pending": int(group["pending"])}
+            if client.exists("w2a:rollouts"):
+                info = {"lag": group_lag(client, "w2a:rollouts", "trainer"),
+                        "pending": int(client.xpending("w2a:rollouts", "trainer")["pending"])}
                 if info["lag"] == 0 and info["pending"] <= leftover:
                     return info
             time.sleep(1.0)

@@ -16,7 +16,7 @@ from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerCo
 from services.trainer.rollout_stream import RolloutStream, StreamConfig
 from services.trainer.settings import TrainerSettings
 from services.trainer.stage2 import Stage2Config
-from services.trainer.targets import WorldModelTargets
+from services.trainer.targets import TableTargets, WorldModelTargets
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_module, read_manifest
 
@@ -82,7 +82,12 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
                           root_certificates=root_cert)
     wm = WorldModelClient(settings.wm_url, timeout=120)
     pusher = WeightPusher(policy, metrics)
-    targets = WorldModelTargets(wm, adapters.config.chunk_size, settings.wm_seed, settings.wm_concurrency)
+    if settings.targets == "table":  # no world model: fault tests and benchmarks, never real training
+        log.warning("W2A_TRAINER_TARGETS=table: fixed per-skill targets, no world model")
+        targets = TableTargets(adapters.config.chunk_size // 4, adapters.config.token_dim, settings.seed)
+    else:
+        targets = WorldModelTargets(wm, adapters.config.chunk_size, settings.wm_seed,
+                                    settings.wm_concurrency)
     trainer = ResidualTrainer(RolloutStream(rds, stream_config(settings)), targets, adapters,
                               settings.out, trainer_config(settings), pusher, metrics)
     log.info("Stage 2 trainer %s: stream %s group %s, pushing to %s every %d updates",
@@ -93,7 +98,8 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
         if not pusher.flush(15):
             log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
         pusher.close(1)
-        targets.close()
+        if hasattr(targets, "close"):
+            targets.close()
         wm.close()
         policy.close()
         rds.close()

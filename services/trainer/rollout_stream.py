@@ -154,9 +154,18 @@ class RolloutStream:
         return self.client.xack(self.config.stream, self.config.group, *ids) if ids else 0
 
     def lag(self) -> int:
-        """Entries not yet delivered to the group (Redis >= 7 reports it), else pending count."""
-        for group in self.client.xinfo_groups(self.config.stream):
-            name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-            if name == self.config.group:
-                return int(group.get("lag") or group.get("pending") or 0)
-        return 0
+        return group_lag(self.client, self.config.stream, self.config.group)
+
+
+def group_lag(client: redis.Redis, stream: str, group: str) -> int:
+    """Entries not yet delivered to ``group``. Redis >= 7 reports it; on 6.x (the embedded
+    server) count the entries after the group's last-delivered id."""
+    for info in client.xinfo_groups(stream):
+        if _id(info["name"]) != group:
+            continue
+        if info.get("lag") is not None:
+            return int(info["lag"])
+        last = _id(info["last-delivered-id"])
+        return len(client.xrange(stream, min=f"({last}", max="+")) if last != "0-0" else \
+            int(client.xlen(stream))
+    return int(client.xlen(stream)) if client.exists(stream) else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,7 @@ class TrainerSettings(BaseSettings):
     claim_idle_ms: int = Field(60_000, ge=0)
     max_deliveries: int = Field(5, ge=1)
     wm_url: str = "127.0.0.1:8001"  # Triton gRPC of the world-model service
+    targets: Literal["world_model", "table"] = "world_model"  # table: fixed latents, fault tests only
     policy_url: str = "127.0.0.1:50051"
     policy_token: SecretStr = SecretStr("")  # the policy server's trainer token
     policy_root_cert: Path | None = None  # TLS to the policy server when set
