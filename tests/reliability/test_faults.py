@@ -145,7 +145,7 @@ def _trainer_env(tmp_path, redis_url, adapters, **extra):
 def test_trainer_kill_9_at_random_points_applies_every_entry_exactly_once(tmp_path, report):
     """The trainer (a real `w2a train-residual` process whose WM targets come from a table:
     W2A_TRAINER_TARGETS=table) is killed -9 repeatedly; each restart resumes from its checkpoint."""
-    n = 400 if QUICK else 2000
+    n = 2000 if QUICK else 6000
     adapters_dir = tmp_path / "adapters"
     cfg = AdapterConfig(token_dim=16, action_dim=4, chunk_size=4)
     save_module(adapters_dir, Stage1Adapters(cfg), "1", config={"adapter": asdict(cfg)})
@@ -162,21 +162,29 @@ def test_trainer_kill_9_at_random_points_applies_every_entry_exactly_once(tmp_pa
         env = _trainer_env(tmp_path, rds.url, adapters_dir, W2A_TRAINER_TARGETS="table")
         kills = 0
         kill_rng = np.random.default_rng(1)
-        deadline = time.monotonic() + (120 if QUICK else 400)
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + (180 if QUICK else 600)
+
+        def start_trainer():
+            log = open(tmp_path / "trainer.log", "a+")  # noqa: SIM115 - read while it runs
+            start = log.tell()
             proc = subprocess.Popen([sys.executable, "-m", "services.cli", "train-residual"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            done = _drained(client)
-            if done or kills >= (4 if QUICK else 10):
-                break
-            time.sleep(float(kill_rng.uniform(1.5, 4.0)))
+                                    stdout=log, stderr=subprocess.STDOUT)
+            while time.monotonic() < deadline:  # up: signal handlers installed, consuming
+                log.seek(start)
+                if "Stage 2 trainer" in log.read():
+                    return proc
+                assert proc.poll() is None, (tmp_path / "trainer.log").read_text()[-2000:]
+                time.sleep(0.05)
+            raise TimeoutError("trainer did not start")
+
+        while kills < (4 if QUICK else 10) and not _drained(client) and time.monotonic() < deadline:
+            proc = start_trainer()
+            time.sleep(float(kill_rng.uniform(0.05, 1.5)))  # mid-read, mid-update, mid-checkpoint…
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-        # last run: let it finish, then stop it cleanly
-        while time.monotonic() < deadline:
-            if _drained(client):
-                break
+        proc = start_trainer()  # last run: let it finish, then stop it cleanly
+        while time.monotonic() < deadline and not _drained(client):
             time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
