@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-e2e test-slow clean protos bench docs k8s-check
+.PHONY: install demo test test-e2e test-slow clean protos bench docs k8s-check reliability reliability-quick
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -52,3 +52,9 @@ docs: $(STAMP)
 
 k8s-check: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(BIN)/python scripts/k8s_check.py
+
+reliability: $(STAMP)
+	MUJOCO_GL=egl $(BIN)/python -m pytest -q -p no:logging -m reliability tests/reliability
+
+reliability-quick: $(STAMP)
+	W2A_RELIABILITY_QUICK=1 MUJOCO_GL=egl $(BIN)/python -m pytest -q -p no:logging -m reliability tests/reliability

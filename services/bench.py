@@ -38,6 +38,13 @@ def _tiny_base(image_size: int):
 
 @contextmanager
 def policy_process(base_dir: Path, state_dir: Path, redis_url: str | None, **settings):
+    """A real ``w2a serve policy`` process; yields its target address."""
+    with policy_server_process(base_dir, state_dir, redis_url, **settings) as (target, _):
+        yield target
+
+
+@contextmanager
+def policy_server_process(base_dir: Path, state_dir: Path, redis_url: str | None, **settings):
     port = free_port()
     env = {**os.environ, "W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": "0",
            "W2A_POLICY_BASE_CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state_dir),
@@ -52,7 +59,7 @@ def policy_process(base_dir: Path, state_dir: Path, redis_url: str | None, **set
 
         with PolicyClient(f"127.0.0.1:{port}", ROBOT) as probe:
             probe.wait_ready(120)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -9,8 +9,8 @@ import threading
 import time
 from dataclasses import asdict
 
+import grpc
 import numpy as np
-import pytest
 import redis
 
 from services.common.redis_server import EmbeddedRedis, free_port
@@ -213,12 +213,22 @@ def test_policy_server_kill_9_mid_push_serves_the_last_accepted_version(tmp_path
            "W2A_POLICY_ROBOT_TOKENS": json.dumps([ROBOT]), "W2A_POLICY_TRAINER_TOKEN": TRAINER,
            "W2A_POLICY_LOG_ROLLOUTS": "false"}
 
+    log_path = tmp_path / "policy.log"
+
     def start():
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "policy"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with PolicyClient(f"127.0.0.1:{port}", ROBOT) as probe:
-            probe.wait_ready(60)
-        return proc
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "policy"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        with PolicyClient(f"127.0.0.1:{port}", ROBOT, retries=0, timeout=2) as probe:
+            while True:  # serving, not just listening
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                try:
+                    probe.info()
+                    return proc
+                except grpc.RpcError:
+                    assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+                    time.sleep(0.2)
 
     proc = start()
     accepted, interrupted = 0, 0
