@@ -254,6 +254,8 @@ class PolicyServer:
         self.port: int | None = None
         self.admin_server: grpc.aio.Server | None = None  # UpdateResidual/Rollback, when on their own port
         self.admin_port: int | None = None
+        self.servicer: PolicyServicer | None = None
+        self.openpi = None  # the openpi-compatible websocket endpoint, when W2A_POLICY_OPENPI_PORT is set
         self._metrics_http = None
 
     def _grpc_server(self, options, port: int, acting: bool, weights: bool) -> tuple[grpc.aio.Server, int]:
@@ -262,6 +264,8 @@ class PolicyServer:
         servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,
                                   self.rollouts, serves_acting=acting, serves_weights=weights)
         pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+        if acting:
+            self.servicer = servicer
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -290,12 +294,18 @@ class PolicyServer:
         await self.server.start()
         if self.admin_server is not None:
             await self.admin_server.start()
+        if s.openpi_port is not None:
+            from services.policy.openpi_endpoint import OpenpiEndpoint
+
+            self.openpi = OpenpiEndpoint(self.servicer, s)
+            await self.openpi.start(s.host, s.openpi_port)
         for name in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.SERVING))
         if s.metrics_port:
             self._metrics_http = self.metrics.serve(s.metrics_port, s.host)
-        log.info("policy server on %s:%d%s (residual v%d)", s.host, self.port,
+        log.info("policy server on %s:%d%s%s (residual v%d)", s.host, self.port,
                  f", weights on admin port {self.admin_port}" if self.admin_server else "",
+                 f", openpi websocket on {self.openpi.port}" if self.openpi else "",
                  self.engine.slot.version)
         return self.port
 
@@ -307,6 +317,8 @@ class PolicyServer:
             await self.server.stop(grace)
         if self.admin_server is not None:
             await self.admin_server.stop(grace)
+        if self.openpi is not None:
+            await self.openpi.stop()
         await self.engine.stop()
         if self.rollouts is not None:
             await asyncio.to_thread(self.rollouts.stop)

@@ -15,6 +15,10 @@ class PolicySettings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535)  # 0 = pick a free port
     metrics_port: int = Field(9100, ge=0, le=65535)  # 0 = no metrics endpoint
     admin_port: int | None = Field(None, ge=0, le=65535)  # UpdateResidual/Rollback only here (unset: main port)
+    openpi_port: int | None = Field(None, ge=0, le=65535)  # openpi-compatible websocket endpoint (unset: off)
+    openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
+    openpi_state_key: str = "observation/state"
+    openpi_prompt_key: str = "prompt"
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
     keep_versions: int = Field(5, ge=1)
