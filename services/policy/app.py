@@ -17,6 +17,19 @@ from w2a_models.base_policy import BasePolicy
 def load_base(settings: PolicySettings) -> BasePolicy:
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
+    if settings.base_backend == "openpi":
+        from services.policy.backends.openpi_base import OpenpiBase, OpenpiBaseConfig
+        from w2a_models.base_policy import CameraSpec
+
+        s = settings
+        return OpenpiBase(OpenpiBaseConfig(
+            host=s.remote_host, port=s.remote_port, api_key=s.remote_api_key.get_secret_value() or None,
+            cameras=tuple(CameraSpec(name, h, w) for name, (h, w) in s.remote_cameras.items()),
+            image_keys=dict(s.remote_image_keys), state_key=s.remote_state_key,
+            prompt_key=s.remote_prompt_key, action_key=s.remote_action_key, state_dim=s.remote_state_dim,
+            action_dim=s.remote_action_dim, chunk_size=s.remote_chunk_size,
+            connect_timeout_s=s.remote_connect_timeout_s, call_timeout_s=s.remote_call_timeout_s))
+
     if settings.base_checkpoint is None:
         raise ValueError("set W2A_POLICY_BASE_CHECKPOINT to a TinyVLA checkpoint directory "
                          "(train one with `w2a train-base`)")

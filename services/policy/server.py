@@ -29,7 +29,7 @@ from services.policy.safety import SafetyConfig
 from services.policy.sessions import SessionTable
 from services.policy.settings import PolicySettings
 from services.policy.weights import ResidualShape, ResidualStore, WeightRejected
-from w2a_models.base_policy import BasePolicy
+from w2a_models.base_policy import BasePolicy, BaseUnavailable
 from w2a_models.checkpoints import Manifest
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,11 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             step = parse_request(request, self.base.spec, self.settings.max_instruction_chars)
         except InvalidRequest as exc:
             await self._reject(context, str(exc))
-        out = await self.engine.act(step)
+        try:
+            out = await self.engine.act(step)
+        except BaseUnavailable as exc:  # a remote base is down or slow: say so, never make up an action
+            self.metrics.rejected.labels("UNAVAILABLE").inc()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"base policy unavailable: {exc}")
         out.final = self.sessions.apply(request.robot_id, request.episode_id, out.final)
         spec = self.base.spec
         server_ms = (time.perf_counter() - received) * 1e3

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +21,22 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
+    base_backend: Literal["tiny-vla", "openpi"] = "tiny-vla"  # openpi: a remote openpi server
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
+    # remote base (base_backend=openpi): address, key mapping, shapes, deadlines
+    remote_host: str = "127.0.0.1"
+    remote_port: int = Field(8000, ge=1, le=65535)
+    remote_api_key: SecretStr = SecretStr("")
+    remote_cameras: dict[str, list[int]] = {"corner": [224, 224]}  # camera -> [height, width]
+    remote_image_keys: dict[str, str] = {"corner": "observation/image"}  # camera -> remote key
+    remote_state_key: str = "observation/state"
+    remote_prompt_key: str = "prompt"
+    remote_action_key: str = "actions"
+    remote_state_dim: int = Field(8, ge=1)
+    remote_action_dim: int = Field(7, ge=1)
+    remote_chunk_size: int = Field(10, ge=1)
+    remote_connect_timeout_s: float = Field(5.0, gt=0)
+    remote_call_timeout_s: float = Field(2.0, gt=0)
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
     keep_versions: int = Field(5, ge=1)
 

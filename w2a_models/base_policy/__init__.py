@@ -14,6 +14,10 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 
+class BaseUnavailable(RuntimeError):
+    """A remote base could not answer in time (down, unreachable, too slow, malformed reply)."""
+
+
 @dataclass(frozen=True)
 class CameraSpec:
     name: str
