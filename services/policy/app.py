@@ -17,6 +17,17 @@ from w2a_models.base_policy import BasePolicy
 def load_base(settings: PolicySettings) -> BasePolicy:
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
+    if settings.base_backend == "gr00t":
+        from services.policy.backends.gr00t_base import Gr00tBase, Gr00tBaseConfig
+        from w2a_models.base_policy import CameraSpec
+
+        s = settings
+        return Gr00tBase(Gr00tBaseConfig(
+            host=s.remote_host, port=s.remote_port, api_token=s.remote_api_key.get_secret_value() or None,
+            cameras=tuple(CameraSpec(name, h, w) for name, (h, w) in s.remote_cameras.items()),
+            video_keys=dict(s.remote_image_keys), state_parts=tuple(map(tuple, s.remote_state_parts)),
+            language_key=s.remote_language_key, action_parts=tuple(map(tuple, s.remote_action_parts)),
+            chunk_size=s.remote_chunk_size, timeout_ms=int(s.remote_call_timeout_s * 1000)))
     if settings.base_backend == "openpi":
         from services.policy.backends.openpi_base import OpenpiBase, OpenpiBaseConfig
         from w2a_models.base_policy import CameraSpec

@@ -21,7 +21,7 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
-    base_backend: Literal["tiny-vla", "openpi"] = "tiny-vla"  # openpi: a remote openpi server
+    base_backend: Literal["tiny-vla", "openpi", "gr00t"] = "tiny-vla"  # openpi/gr00t: remote servers
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
     # remote base (base_backend=openpi): address, key mapping, shapes, deadlines
     remote_host: str = "127.0.0.1"
@@ -35,6 +35,10 @@ class PolicySettings(BaseSettings):
     remote_state_dim: int = Field(8, ge=1)
     remote_action_dim: int = Field(7, ge=1)
     remote_chunk_size: int = Field(10, ge=1)
+    # gr00t only: how the state vector splits into GR00T state keys, and the action keys, in order
+    remote_state_parts: list[tuple[str, int]] = [("state.single_arm", 7), ("state.gripper", 1)]
+    remote_action_parts: list[tuple[str, int]] = [("action.single_arm", 6), ("action.gripper", 1)]
+    remote_language_key: str = "annotation.human.task_description"
     remote_connect_timeout_s: float = Field(5.0, gt=0)
     remote_call_timeout_s: float = Field(2.0, gt=0)
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
