@@ -17,6 +17,18 @@ from w2a_models.base_policy import BasePolicy
 def load_base(settings: PolicySettings) -> BasePolicy:
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
+    if settings.base_backend == "cosmos-policy":
+        from services.policy.backends.cosmos_policy_base import CosmosPolicyBase, CosmosPolicyBaseConfig
+        from w2a_models.base_policy import CameraSpec
+
+        s = settings
+        return CosmosPolicyBase(CosmosPolicyBaseConfig(
+            url=f"http://{s.remote_host}:{s.remote_port}",
+            cameras=tuple(CameraSpec(name, h, w) for name, (h, w) in s.remote_cameras.items()),
+            image_keys=dict(s.remote_image_keys), proprio_key=s.remote_state_key,
+            task_key=s.remote_prompt_key, state_dim=s.remote_state_dim, action_dim=s.remote_action_dim,
+            chunk_size=s.remote_chunk_size, connect_timeout_s=s.remote_connect_timeout_s,
+            call_timeout_s=s.remote_call_timeout_s))
     if settings.base_backend == "gr00t":
         from services.policy.backends.gr00t_base import Gr00tBase, Gr00tBaseConfig
         from w2a_models.base_policy import CameraSpec

@@ -21,10 +21,10 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
-    base_backend: Literal["tiny-vla", "openpi", "gr00t"] = "tiny-vla"  # openpi/gr00t: remote servers
+    base_backend: Literal["tiny-vla", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"  # remote: the rest
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
     # remote base (base_backend=openpi): address, key mapping, shapes, deadlines
-    remote_host: str = "127.0.0.1"
+    remote_host: str = "127.0.0.1"  # cosmos-policy: the URL is http://<host>:<port>
     remote_port: int = Field(8000, ge=1, le=65535)
     remote_api_key: SecretStr = SecretStr("")
     remote_cameras: dict[str, list[int]] = {"corner": [224, 224]}  # camera -> [height, width]
