@@ -1,0 +1,109 @@
+"""Turn a ``w2a demo --profile full`` report into ``docs/results.md`` and ``docs/results.json``.
+
+    python scripts/results_doc.py runs/<timestamp>/report.json --command "w2a demo --profile full"
+
+The numbers are copied from the report, never edited; the markdown adds the machine, the exact
+command, the phase timings and the reading of the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def summary(report: dict) -> dict:
+    by_task: dict[str, dict] = {}
+    for e in report["evaluation"]:
+        by_task.setdefault(e["task"], {})[e["arm"]] = e
+    tasks = [{"task": t, "episodes": a["base"]["episodes"],
+              "base_success_rate": a["base"]["success_rate"], "w2a_success_rate": a["w2a"]["success_rate"],
+              "base_ci95": a["base"]["ci95"], "w2a_ci95": a["w2a"]["ci95"]}
+             for t, a in by_task.items() if "base" in a and "w2a" in a]
+    keys = ("v2a_top1_same_skill", "a2v_top1_same_skill", "v2a_top1_all", "chance_top1_same_skill",
+            "chance_top1_all", "recon_mse")
+    stage1 = {name: {k: m[k] for k in keys} for name, m in report["stage1"].items()}
+    stage2 = {k: report["stage2"].get(k) for k in ("rollout_episodes", "updates", "final_policy_version",
+                                                   "first_loss", "last_loss", "last_residual_abs_max",
+                                                   "last_residual_rms", "success_by_policy_version")}
+    return {"tasks": tasks, "stage1": stage1, "stage2": stage2, "sync_rate": report["sync"]["sync_rate"],
+            "profile": report["profile"], "phase_seconds": report["phase_seconds"],
+            "total_seconds": report["total_seconds"]}
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    mem = ""
+    try:
+        kb = int(next(line for line in Path("/proc/meminfo").read_text().splitlines()
+                      if line.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    return f"{platform.machine()} Linux, {cpus} CPU cores{mem}, no GPU, Python {platform.python_version()}"
+
+
+def render(s: dict, command: str, reading: str) -> str:
+    p = s["profile"]
+    lines = ["# World2Act on Meta-World: the full-profile result", "",
+             f"Command: `{command}` (on a clean checkout, after `make install`).", "",
+             f"Machine: {machine()}. Total {s['total_seconds'] / 60:.0f} min.", "",
+             f"Tasks: {', '.join(p['tasks'])}. Expert demos per task: {p['demos_per_task']} (world model, "
+             f"Stage 1); the base VLA was trained on {p['base_demos_per_task']} per task, deliberately "
+             f"few. Rollouts: {p['rollout_rounds']} rounds x {p['rollout_episodes_per_task']} episodes per "
+             f"task on rollout seeds; evaluation: {p['eval_episodes']} episodes per task and arm on "
+             f"evaluation seeds never used for anything else (both arms on the same seeds).", "",
+             "## Before / after", "",
+             "| task | episodes per arm | base | w2a (base + residual) | difference |",
+             "| --- | --- | --- | --- | --- |"]
+    for t in s["tasks"]:
+        lines.append(f"| {t['task']} | {t['episodes']} | {t['base_success_rate']:.2f} "
+                     f"[{t['base_ci95'][0]:.2f}, {t['base_ci95'][1]:.2f}] | {t['w2a_success_rate']:.2f} "
+                     f"[{t['w2a_ci95'][0]:.2f}, {t['w2a_ci95'][1]:.2f}] | "
+                     f"{100 * (t['w2a_success_rate'] - t['base_success_rate']):+.0f} points |")
+    lines += ["", "Success rates with 95 % Wilson intervals.", "", "## Reading", "", reading, "",
+              "## Stage 1 (held-out demos, chunk-level retrieval)", "",
+              "| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in s["stage1"].items():
+        lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "
+                     f"{m['v2a_top1_all']:.3f} | {m['chance_top1_same_skill']:.3f} | "
+                     f"{m['chance_top1_all']:.3f} | {m['recon_mse']:.4f} |")
+    s2 = s["stage2"]
+    lines += ["", "## Stage 2", "",
+              f"{s2['rollout_episodes']} rollout episodes, {s2['updates']} residual updates "
+              f"(loss {s2['first_loss']:.3f} → {s2['last_loss']:.3f}), final residual v{s2['final_policy_version']}; "
+              f"last update: max |a_res| {s2['last_residual_abs_max']:.3f}, RMS {s2['last_residual_rms']:.3f} "
+              f"(bound {p['residual_scale']}).", "",
+              "| policy version | rollout episodes | rollout success |", "| --- | --- | --- |"]
+    for v, d in s2["success_by_policy_version"].items():
+        lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+    lines += ["", f"Skill sync rate (planner skills vs segmenter on the demos): {s['sync_rate']:.3f}.", "",
+              "## Phase timings", "", "| phase | minutes |", "| --- | --- |"]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in s["phase_seconds"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--command", default="w2a demo --profile full")
+    parser.add_argument("--reading", type=Path, help="Markdown file with the reading of the result.")
+    args = parser.parse_args()
+    s = summary(json.loads(args.report.read_text()))
+    reading = args.reading.read_text().strip() if args.reading else "(no reading given)"
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    keys = ("tasks", "stage1", "stage2", "sync_rate", "phase_seconds", "total_seconds")
+    (docs / "results.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
+    (docs / "results.md").write_text(render(s, args.command, reading))
+    print(f"wrote {docs / 'results.md'} and {docs / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
