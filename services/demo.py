@@ -51,6 +51,7 @@ class DemoProfile:
     residual_scale: float = 0.05
     trainer_lr: float = 3e-4
     eval_seed_offset: int = 0  # added to EVAL_SEEDS_START: fresh evaluation placements per profile
+    wm_eval_clips: int = 12  # held-out clips for the world-model diagnosis
 
 
 PROFILES = {
@@ -58,7 +59,7 @@ PROFILES = {
     "tiny": DemoProfile("tiny", tasks=("push-v3",), demos_per_task=3, base_demos_per_task=2,
                         base_steps=100, wm_vae_steps=4, wm_dit_steps=20, wm_latent_clips=32,
                         stage1_steps=50, rollout_rounds=1, rollout_episodes_per_task=2,
-                        eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1),
+                        eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2),
     "default": DemoProfile("default"),
     "full": DemoProfile("full", tasks=("pick-place-v3", "push-v3", "drawer-open-v3"),
                         demos_per_task=20, base_demos_per_task=4, wm_vae_steps=200,
@@ -250,6 +251,14 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
             print(f"  {alignment}-wise: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
                   f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
         report["stage1"] = stage1
+        # diagnosis: does the world model imagine the next chunk better than trivial baselines?
+        from services.trainer.world_model_eval import evaluate_world_model
+
+        report["world_model_eval"] = evaluate_world_model(str(out / "world_model"), None,
+                                                          clips=p.wm_eval_clips, seed=0)
+        wm_eval = report["world_model_eval"]
+        print(f"  world model: latent MSE {wm_eval['latent_mse_model']:.5f} vs copy-first-frame "
+              f"{wm_eval['latent_mse_copy_frame']:.5f}, wrong skill {wm_eval['latent_mse_wrong_skill']:.5f}")
 
         clock.start("Stage 2: sim robots roll out while the trainer learns and pushes")
         stack.start_trainer(out / "stage1_chunk" / "checkpoint", {
@@ -379,6 +388,13 @@ def render_report(r: dict) -> str:
               "| policy version | rollout episodes | success rate |", "| --- | --- | --- |"]
     for v, d in s2["success_by_policy_version"].items():
         lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+    wm_eval = r.get("world_model_eval")
+    if wm_eval:
+        lines += ["", "World model on held-out clips (latent MSE of the imagined next chunk; lower is "
+                  f"better): model {wm_eval['latent_mse_model']:.5f}, copy-first-frame "
+                  f"{wm_eval['latent_mse_copy_frame']:.5f}, dataset mean {wm_eval['latent_mse_dataset_mean']:.5f}, "
+                  f"wrong skill {wm_eval['latent_mse_wrong_skill']:.5f} (right skill beats wrong on "
+                  f"{100 * wm_eval['right_beats_wrong_frac']:.0f} % of clips)."]
     sync = r.get("sync", {})
     lines += ["", f"Skill sync rate (planner skills vs segmenter, demos): {sync.get('sync_rate', 0):.3f} "
               f"over {sync.get('episodes', 0)} episodes.", "",
