@@ -44,6 +44,9 @@ class PolicySettings(BaseSettings):
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
     keep_versions: int = Field(5, ge=1)
 
+    # how often Python hands the GIL between threads: short, so the serving loop is not held up by
+    # the rollout writer or the forward thread for the interpreter's default 5 ms
+    gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
     max_batch: int = Field(16, ge=1, le=1024)
     max_wait_ms: float = Field(2.0, ge=0, le=1000)
 
