@@ -32,6 +32,7 @@ def summary(report: dict) -> dict:
                                                    "first_loss", "last_loss", "last_residual_abs_max",
                                                    "last_residual_rms", "success_by_policy_version")}
     return {"tasks": tasks, "stage1": stage1, "stage2": stage2, "sync_rate": report["sync"]["sync_rate"],
+            "world_model_eval": report.get("world_model_eval"),
             "profile": report["profile"], "phase_seconds": report["phase_seconds"],
             "total_seconds": report["total_seconds"]}
 
@@ -83,6 +84,14 @@ def render(s: dict, command: str, reading: str) -> str:
               "| policy version | rollout episodes | rollout success |", "| --- | --- | --- |"]
     for v, d in s2["success_by_policy_version"].items():
         lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+    wm = s.get("world_model_eval")
+    if wm:
+        lines += ["", "## World model (held-out clips, latent MSE of the imagined next chunk)", "",
+                  "| model | copy first frame | dataset mean | wrong skill | right beats wrong | VAE PSNR |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| {wm['latent_mse_model']:.2e} | {wm['latent_mse_copy_frame']:.2e} | "
+                  f"{wm['latent_mse_dataset_mean']:.2e} | {wm['latent_mse_wrong_skill']:.2e} | "
+                  f"{100 * wm['right_beats_wrong_frac']:.0f} % of {wm['clips']} clips | {wm['vae_psnr_db']:.1f} dB |"]
     lines += ["", f"Skill sync rate (planner skills vs segmenter on the demos): {s['sync_rate']:.3f}.", "",
               "## Phase timings", "", "| phase | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in s["phase_seconds"].items()]
@@ -94,12 +103,16 @@ def main() -> None:
     parser.add_argument("report", type=Path)
     parser.add_argument("--command", default="w2a demo --profile full")
     parser.add_argument("--reading", type=Path, help="Markdown file with the reading of the result.")
+    parser.add_argument("--wm-eval", type=Path, help="`w2a wm-eval --json` output, when the report has none.")
     args = parser.parse_args()
-    s = summary(json.loads(args.report.read_text()))
+    report = json.loads(args.report.read_text())
+    if args.wm_eval:
+        report["world_model_eval"] = json.loads(args.wm_eval.read_text())
+    s = summary(report)
     reading = args.reading.read_text().strip() if args.reading else "(no reading given)"
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
-    keys = ("tasks", "stage1", "stage2", "sync_rate", "phase_seconds", "total_seconds")
+    keys = ("tasks", "stage1", "stage2", "sync_rate", "world_model_eval", "phase_seconds", "total_seconds")
     (docs / "results.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
     (docs / "results.md").write_text(render(s, args.command, reading))
     print(f"wrote {docs / 'results.md'} and {docs / 'results.json'}")
