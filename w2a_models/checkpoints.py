@@ -40,6 +40,7 @@ class Manifest:
     config: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     format: str = FORMAT
+    blob: str = BLOB_NAME  # file name of the blob in a checkpoint directory
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -122,12 +123,22 @@ def save_checkpoint(
     parent_version: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Write ``model.safetensors`` then ``manifest.json`` (the manifest last: it commits the pair)."""
+    """Write the blob, then ``manifest.json`` naming it (the manifest last: it commits the pair).
+
+    Overwriting a checkpoint writes the new blob under a new name (``model-<sha>.safetensors``),
+    so a crash between the two writes leaves the old manifest with its own, untouched blob —
+    never a manifest paired with someone else's bytes. Unreferenced blobs go after the commit.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     blob, manifest = pack_tensors(tensors, version, parent_version, config)
-    _atomic_write(directory / BLOB_NAME, blob)
+    if (directory / MANIFEST_NAME).exists():
+        manifest.blob = f"model-{manifest.sha256[:16]}.safetensors"
+    _atomic_write(directory / manifest.blob, blob)
     _atomic_write(directory / MANIFEST_NAME, manifest.to_json().encode())
+    for stale in directory.glob("model*.safetensors"):
+        if stale.name != manifest.blob:
+            stale.unlink(missing_ok=True)
     return manifest
 
 
@@ -142,7 +153,9 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, torch.Tenso
     """Load and verify a checkpoint directory written by :func:`save_checkpoint`."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    blob_path = directory / BLOB_NAME
+    if Path(manifest.blob).name != manifest.blob:
+        raise CheckpointError(f"{directory}: manifest names a blob outside the directory")
+    blob_path = directory / manifest.blob
     if not blob_path.is_file():
         raise CheckpointError(f"{blob_path}: blob missing")
     return unpack_tensors(blob_path.read_bytes(), manifest, source=str(blob_path)), manifest

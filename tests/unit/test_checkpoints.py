@@ -72,3 +72,20 @@ def test_manifest_is_plain_json(tmp_path):
     save_checkpoint(tmp_path, {"w": torch.ones(2)}, version="3")
     data = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert data["format"] == "w2a-checkpoint/1" and data["version"] == "3"
+
+
+def test_a_crash_between_blob_and_manifest_leaves_a_loadable_checkpoint(tmp_path):
+    import torch
+
+    from w2a_models.checkpoints import save_checkpoint
+
+    save_checkpoint(tmp_path, {"w": torch.zeros(3)}, "1")
+    second = save_checkpoint(tmp_path, {"w": torch.ones(3)}, "2")
+    assert second.blob != BLOB_NAME and not (tmp_path / BLOB_NAME).exists()  # old blob cleaned up
+    # "kill -9" after the third blob is written, before its manifest: the second stays loadable
+    from w2a_models.checkpoints import pack_tensors
+
+    blob, manifest = pack_tensors({"w": torch.full((3,), 2.0)}, "3")
+    (tmp_path / f"model-{manifest.sha256[:16]}.safetensors").write_bytes(blob)
+    tensors, loaded = load_checkpoint(tmp_path)
+    assert loaded.version == "2" and torch.equal(tensors["w"], torch.ones(3))
