@@ -86,21 +86,26 @@ class Stack:
         self._redis: EmbeddedRedis | None = None
         self.redis_url = config.redis_url or os.environ.get("W2A_REDIS_URL")
         self.wm_url = config.wm_url
-        self._last: tuple[list[str], dict[str, str]] = ([], {})
 
     # -- start -----------------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    def _launch(self, service: Service) -> None:
+        """Start (or restart) a service's process from its recorded command and settings."""
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        log_file = logs / f"{name}.log"
-        fh = open(log_file, "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, cwd=os.getcwd(),
-                                env={**os.environ, "W2A_TORCH_THREADS": "1", **env},
-                                start_new_session=True)  # Ctrl-C reaches us; we stop children in order
+        service.log_file = logs / f"{service.name}.log"
+        fh = open(service.log_file, "ab")  # noqa: SIM115 - the child owns it for its lifetime
+        service.process = subprocess.Popen(
+            service.args, stdout=fh, stderr=subprocess.STDOUT, cwd=os.getcwd(),
+            env={**os.environ, "W2A_TORCH_THREADS": "1", **service.env},
+            start_new_session=True)  # Ctrl-C reaches us; we stop children in order
         fh.close()
-        self._last = (args, env)
-        return proc, log_file
+
+    def _add(self, name: str, address: str, args: list[str], env: dict[str, str]) -> Service:
+        service = Service(name, None, address, args=args, env=env)
+        self._launch(service)
+        self.services.append(service)
+        return service
 
     def supervise(self, max_restarts: int = 3) -> list[str]:
         """Restart services that died (same ports, same settings); returns what was restarted."""
@@ -112,7 +117,7 @@ class Stack:
                 continue
             log.warning("%s exited with %s; restarting (%d/%d), log %s", s.name,
                         s.process.returncode, s.restarts + 1, max_restarts, s.log_file)
-            s.process, _ = self._spawn(s.name, s.args, s.env)
+            self._launch(s)
             s.restarts += 1
             restarted.append(s.name)
         if restarted:
@@ -140,23 +145,21 @@ class Stack:
                 self.services.append(Service("world-model", None, self.wm_url))
             return
         http, grpc_port, metrics = free_port(), free_port(), free_port()
-        proc, log_file = self._spawn("world-model", _cli(
+        self.wm_url = f"127.0.0.1:{grpc_port}"
+        s = self._add("world-model", self.wm_url, _cli(
             "serve", "world-model", "--model", str(self.config.world_model), "--http-port", str(http),
             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
             "--workdir", str(self.run_dir / "world_model")), {})
-        self.wm_url = f"127.0.0.1:{grpc_port}"
-        self.services.append(Service("world-model", proc, self.wm_url, log_file, *self._last))
         with WorldModelClient(self.wm_url) as wm:
-            _wait(wm.ready, "world model", proc, log_file, self.config.ready_timeout_s)
+            _wait(wm.ready, "world model", s.process, s.log_file, self.config.ready_timeout_s)
 
     def _start_planner(self) -> None:
         port = self.config.planner_port or free_port()
-        proc, log_file = self._spawn("planner", _cli("serve", "planner", "--port", str(port)),
-                                     {"W2A_PLANNER_REDIS_URL": self.redis_url})
         url = f"http://127.0.0.1:{port}"
-        self.services.append(Service("planner", proc, url, log_file, *self._last))
-        _wait(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, "planner", proc,
-              log_file, self.config.ready_timeout_s)
+        s = self._add("planner", url, _cli("serve", "planner", "--port", str(port)),
+                      {"W2A_PLANNER_REDIS_URL": self.redis_url})
+        _wait(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, "planner", s.process,
+              s.log_file, self.config.ready_timeout_s)
 
     def _start_policy(self) -> None:
         from services.policy.client import PolicyClient
@@ -167,11 +170,10 @@ class Stack:
                "W2A_POLICY_ROBOT_TOKENS": json.dumps([self.config.robot_token]),
                "W2A_POLICY_TRAINER_TOKEN": self.config.trainer_token,
                "W2A_POLICY_STATE_DIR": str(self.run_dir / "policy"), **self.config.policy_env}
-        proc, log_file = self._spawn("policy", _cli("serve", "policy", "--base", str(self.config.base)), env)
         target = f"127.0.0.1:{port}"
-        self.services.append(Service("policy", proc, target, log_file, *self._last))
+        s = self._add("policy", target, _cli("serve", "policy", "--base", str(self.config.base)), env)
         with PolicyClient(target, self.config.robot_token, timeout=2, retries=0) as client:
-            _wait(lambda: client.info() is not None, "policy server", proc, log_file,
+            _wait(lambda: client.info() is not None, "policy server", s.process, s.log_file,
                   self.config.ready_timeout_s)
 
     def start_trainer(self, adapters: Path, env: dict[str, str] | None = None) -> None:
@@ -192,11 +194,10 @@ class Stack:
                "W2A_TRAINER_ADAPTERS": str(self.config.adapters),
                "W2A_TRAINER_OUT": str(self.run_dir / "trainer"),
                "W2A_TRAINER_METRICS_PORT": str(free_port()), **self.config.trainer_env}
-        proc, log_file = self._spawn("trainer", _cli("train-residual"), env)
         metrics = f"http://127.0.0.1:{env['W2A_TRAINER_METRICS_PORT']}/metrics"
-        self.services.append(Service("trainer", proc, metrics, log_file, *self._last))
-        _wait(lambda: httpx.get(metrics, timeout=2).status_code == 200, "trainer", proc, log_file,
-              self.config.ready_timeout_s)
+        s = self._add("trainer", metrics, _cli("train-residual"), env)
+        _wait(lambda: httpx.get(metrics, timeout=2).status_code == 200, "trainer", s.process,
+              s.log_file, self.config.ready_timeout_s)
 
     def start(self) -> Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
