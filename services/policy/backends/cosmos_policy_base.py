@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from services.policy.backends.features import feature_dim, thumbnail_features
-from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch, PolicySpec
+from services.policy.backends.common import fit_chunk, remote_output, remote_spec
+from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ class CosmosPolicyBaseConfig:
 class CosmosPolicyBase:
     def __init__(self, config: CosmosPolicyBaseConfig, name: str = "cosmos-policy") -> None:
         self.config = config
-        self.spec = PolicySpec(name=name, action_dim=config.action_dim, chunk_size=config.chunk_size,
-                               state_dim=config.state_dim, cameras=tuple(config.cameras),
-                               feature_dim=feature_dim(config.state_dim, len(config.cameras)))
+        self.spec = remote_spec(name, config)
         timeout = httpx.Timeout(config.call_timeout_s, connect=config.connect_timeout_s)
         self._http = httpx.Client(base_url=config.url, timeout=timeout)
         self._lock = threading.Lock()
@@ -74,20 +72,12 @@ class CosmosPolicyBase:
             raise BaseUnavailable("Cosmos Policy reply is not JSON") from None
         if not isinstance(body, dict) or "actions" not in body:
             raise BaseUnavailable(f"Cosmos Policy server error: {str(body)[:200]}")
-        actions = np.asarray(body["actions"], np.float32)
-        if actions.ndim != 2 or actions.shape[1] < cfg.action_dim or not np.all(np.isfinite(actions)):
-            raise BaseUnavailable(f"Cosmos Policy actions of shape {actions.shape}; expected "
-                                  f"[H, >={cfg.action_dim}] finite values")
-        actions = actions[: cfg.chunk_size, : cfg.action_dim]
-        if len(actions) < cfg.chunk_size:
-            actions = np.concatenate([actions, np.repeat(actions[-1:], cfg.chunk_size - len(actions), 0)])
-        return actions
+        return fit_chunk(body["actions"], cfg.chunk_size, cfg.action_dim, "Cosmos Policy server")
 
     def predict(self, batch: ObservationBatch) -> BaseOutput:
         with self._lock:
             rows = [self._act(self._payload(batch, i)) for i in range(len(batch))]
-        cams = [c.name for c in self.config.cameras]
-        return BaseOutput(np.stack(rows), thumbnail_features(batch.images, batch.state, cams))
+        return remote_output(rows, batch, self.config.cameras)
 
     def close(self) -> None:
         self._http.close()

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from services.policy.backends.features import feature_dim, thumbnail_features
-from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch, PolicySpec
+from services.policy.backends.common import fit_chunk, remote_output, remote_spec
+from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch
 
 
 def _encode(obj):
@@ -74,9 +74,7 @@ class Gr00tBase:
         import zmq
 
         self.config = config
-        self.spec = PolicySpec(name=name, action_dim=config.action_dim, chunk_size=config.chunk_size,
-                               state_dim=config.state_dim, cameras=tuple(config.cameras),
-                               feature_dim=feature_dim(config.state_dim, len(config.cameras)))
+        self.spec = remote_spec(name, config)
         self._zmq = zmq
         self._context = zmq.Context.instance()
         self._socket = None
@@ -142,17 +140,13 @@ class Gr00tBase:
             if part.shape[1] != dim or not np.all(np.isfinite(part)):
                 raise BaseUnavailable(f"GR00T {key}: shape {part.shape}, expected [H, {dim}] finite")
             parts.append(part)
-        actions = np.concatenate(parts, axis=1)[: cfg.chunk_size]
-        if len(actions) < cfg.chunk_size:  # a shorter horizon: hold the last action
-            actions = np.concatenate([actions, np.repeat(actions[-1:], cfg.chunk_size - len(actions), 0)])
-        return actions
+        return fit_chunk(np.concatenate(parts, axis=1), cfg.chunk_size, cfg.action_dim, "GR00T server")
 
     def predict(self, batch: ObservationBatch) -> BaseOutput:
         with self._lock:
             rows = [self._actions(self.call("get_action", self._observation(batch, i)))
                     for i in range(len(batch))]
-        cams = [c.name for c in self.config.cameras]
-        return BaseOutput(np.stack(rows), thumbnail_features(batch.images, batch.state, cams))
+        return remote_output(rows, batch, self.config.cameras)
 
     def ping(self) -> bool:
         with self._lock:

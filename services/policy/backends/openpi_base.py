@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.policy.backends.features import feature_dim, thumbnail_features
-from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch, PolicySpec
+from services.policy.backends.common import fit_chunk, remote_output, remote_spec
+from w2a_models.base_policy import BaseOutput, BaseUnavailable, CameraSpec, ObservationBatch
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,7 @@ class OpenpiBaseConfig:
 class OpenpiBase:
     def __init__(self, config: OpenpiBaseConfig, name: str = "openpi") -> None:
         self.config = config
-        self.spec = PolicySpec(name=name, action_dim=config.action_dim, chunk_size=config.chunk_size,
-                               state_dim=config.state_dim, cameras=tuple(config.cameras),
-                               feature_dim=feature_dim(config.state_dim, len(config.cameras)))
+        self.spec = remote_spec(name, config)
         self._client = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="openpi-base")
@@ -87,14 +85,7 @@ class OpenpiBase:
         out = self._call(lambda: client.infer(obs), cfg.call_timeout_s, "infer")
         if not isinstance(out, dict) or cfg.action_key not in out:
             raise BaseUnavailable(f"openpi server reply has no {cfg.action_key!r}")
-        actions = np.asarray(out[cfg.action_key], np.float32)
-        if actions.ndim != 2 or actions.shape[1] < cfg.action_dim or not np.all(np.isfinite(actions)):
-            raise BaseUnavailable(f"openpi server returned actions of shape {actions.shape}; expected "
-                                  f"[H, >={cfg.action_dim}] finite values")
-        actions = actions[: cfg.chunk_size, : cfg.action_dim]
-        if len(actions) < cfg.chunk_size:  # a shorter horizon: hold the last action
-            actions = np.concatenate([actions, np.repeat(actions[-1:], cfg.chunk_size - len(actions), 0)])
-        return actions
+        return fit_chunk(out[cfg.action_key], cfg.chunk_size, cfg.action_dim, "openpi server")
 
     def predict(self, batch: ObservationBatch) -> BaseOutput:
         cfg = self.config
@@ -105,8 +96,7 @@ class OpenpiBase:
                 obs[cfg.state_key] = batch.state[i]
                 obs[cfg.prompt_key] = batch.instructions[i]
                 rows.append(self._infer_one(obs))
-        cams = [c.name for c in cfg.cameras]
-        return BaseOutput(np.stack(rows), thumbnail_features(batch.images, batch.state, cams))
+        return remote_output(rows, batch, cfg.cameras)
 
     def close(self) -> None:
         self._drop()
