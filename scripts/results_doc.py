@@ -12,9 +12,13 @@ import argparse
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.demo import stage1_table, version_table  # noqa: E402
 
 
 def summary(report: dict) -> dict:
@@ -68,22 +72,14 @@ def render(s: dict, command: str, reading: str) -> str:
                      f"[{t['w2a_ci95'][0]:.2f}, {t['w2a_ci95'][1]:.2f}] | "
                      f"{100 * (t['w2a_success_rate'] - t['base_success_rate']):+.0f} points |")
     lines += ["", "Success rates with 95 % Wilson intervals.", "", "## Reading", "", reading, "",
-              "## Stage 1 (held-out demos, chunk-level retrieval)", "",
-              "| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, m in s["stage1"].items():
-        lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "
-                     f"{m['v2a_top1_all']:.3f} | {m['chance_top1_same_skill']:.3f} | "
-                     f"{m['chance_top1_all']:.3f} | {m['recon_mse']:.4f} |")
+              "## Stage 1 (held-out demos, chunk-level retrieval)", "", *stage1_table(s["stage1"])]
     s2 = s["stage2"]
     lines += ["", "## Stage 2", "",
               f"{s2['rollout_episodes']} rollout episodes, {s2['updates']} residual updates "
               f"(loss {s2['first_loss']:.3f} → {s2['last_loss']:.3f}), final residual v{s2['final_policy_version']}; "
               f"last update: max |a_res| {s2['last_residual_abs_max']:.3f}, RMS {s2['last_residual_rms']:.3f} "
               f"(bound {p['residual_scale']}).", "",
-              "| policy version | rollout episodes | rollout success |", "| --- | --- | --- |"]
-    for v, d in s2["success_by_policy_version"].items():
-        lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+              *version_table(s2["success_by_policy_version"])]
     wm = s.get("world_model_eval")
     if wm:
         lines += ["", "## World model (held-out clips, latent MSE of the imagined next chunk)", "",

@@ -344,6 +344,23 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     return report
 
 
+def stage1_table(stage1: dict) -> list[str]:
+    """Markdown rows of held-out Stage 1 retrieval per alignment (demo report and docs/results.md)."""
+    lines = ["| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in stage1.items():
+        lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "
+                     f"{m['v2a_top1_all']:.3f} | {m['chance_top1_same_skill']:.3f} | "
+                     f"{m['chance_top1_all']:.3f} | {m['recon_mse']:.4f} |")
+    return lines
+
+
+def version_table(success_by_version: dict) -> list[str]:
+    """Markdown rows of rollout success per policy version."""
+    lines = ["| policy version | rollout episodes | success rate |", "| --- | --- | --- |"]
+    return lines + [f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |" for v, d in success_by_version.items()]
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -372,22 +389,14 @@ def render_report(r: dict) -> str:
         lines += ["The intervals of the two arms overlap on every task: at this size the run does not "
                   "show that the residual helps (or hurts). See the diagnosis figures below.", ""]
     s1, s2 = r["stage1"], r["stage2"]
-    lines += ["## Stage 1 (held-out demos, chunk-level retrieval)", "",
-              "| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name, m in s1.items():
-        lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "
-                     f"{m['v2a_top1_all']:.3f} | {m['chance_top1_same_skill']:.3f} | "
-                     f"{m['chance_top1_all']:.3f} | {m['recon_mse']:.4f} |")
+    lines += ["## Stage 1 (held-out demos, chunk-level retrieval)", "", *stage1_table(s1)]
     lines += ["", "## Stage 2", "",
               f"{s2['rollout_episodes']} rollout episodes, {s2['stream_entries']} stream entries, "
               f"{s2['updates']} residual updates (loss {_fmt(s2['first_loss'])} → {_fmt(s2['last_loss'])}), "
               f"final policy version v{s2['final_policy_version']}, {s2['dead_letters']} dead letters; "
               f"last update's residual: max |a_res| {_fmt(s2.get('last_residual_abs_max'))}, RMS "
               f"{_fmt(s2.get('last_residual_rms'))} (bound {p['residual_scale']}).", "",
-              "| policy version | rollout episodes | success rate |", "| --- | --- | --- |"]
-    for v, d in s2["success_by_policy_version"].items():
-        lines.append(f"| {v} | {d['episodes']} | {d['success_rate']:.2f} |")
+              *version_table(s2["success_by_policy_version"])]
     wm_eval = r.get("world_model_eval")
     if wm_eval:
         lines += ["", "World model on held-out clips (latent MSE of the imagined next chunk; lower is "
