@@ -10,7 +10,8 @@ class TrainerMetrics:
         self.registry = r = CollectorRegistry()
         self.consumed = Counter("w2a_trainer_entries_consumed_total",
                                 "Stream entries read (steps, markers, duplicates)", ["kind"], registry=r)
-        self.lag = Gauge("w2a_trainer_stream_lag", "Entries not yet delivered to the group", registry=r)
+        self.lag = Gauge("w2a_trainer_stream_lag", "Entries not yet delivered to the group "
+                         "(capped at 1000 on Redis 6; refreshed every 5 s)", registry=r)
         self.updates = Counter("w2a_trainer_updates_total", "Residual updates", ["result"], registry=r)
         self.checkpoints = Counter("w2a_trainer_checkpoints_total", "Checkpoints written", registry=r)
         self.acked = Counter("w2a_trainer_entries_acked_total", "Entries acknowledged", registry=r)

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 HISTORY_FILE = "stage2_history.jsonl"
+LAG_INTERVAL_S = 5.0  # how often the lag gauge is refreshed
 
 
 class TargetError(RuntimeError):
@@ -98,6 +99,7 @@ class ResidualTrainer:
         self._history: list[str] = []  # updates since the last checkpoint (committed with it)
         self._history_lines = 0
         self._offered_update = 0
+        self._lag_measured = 0.0
         torch.manual_seed(config.seed)
         self._restore()
         self._offered_update = self.updates
@@ -356,7 +358,8 @@ class ResidualTrainer:
         self.ingest(entries)
         while (n := self.ready_batch(idle=not entries)) > 0:
             self.update(n)
-        if self.metrics is not None:
+        if self.metrics is not None and time.monotonic() - self._lag_measured > LAG_INTERVAL_S:
+            self._lag_measured = time.monotonic()  # a Redis query per loop would be waste
             self.metrics.lag.set(self.stream.lag())
         return len(entries)
 

@@ -157,15 +157,20 @@ class RolloutStream:
         return group_lag(self.client, self.config.stream, self.config.group)
 
 
-def group_lag(client: redis.Redis, stream: str, group: str) -> int:
-    """Entries not yet delivered to ``group``. Redis >= 7 reports it; on 6.x (the embedded
-    server) count the entries after the group's last-delivered id."""
+def group_lag(client: redis.Redis, stream: str, group: str, cap: int = 1_000) -> int:
+    """Entries not yet delivered to ``group``. Redis >= 7 reports it. On 6.x (the embedded
+    server): 0 when the group has read up to the stream's last id, else the entries after its
+    last-delivered id counted up to ``cap`` (XRANGE returns whole entries, so a large backlog
+    reports ``cap``: "at least this many")."""
     for info in client.xinfo_groups(stream):
         if _id(info["name"]) != group:
             continue
         if info.get("lag") is not None:
             return int(info["lag"])
         last = _id(info["last-delivered-id"])
-        return len(client.xrange(stream, min=f"({last}", max="+")) if last != "0-0" else \
-            int(client.xlen(stream))
+        if last == "0-0":
+            return int(client.xlen(stream))
+        if last == _id(client.xinfo_stream(stream)["last-generated-id"]):
+            return 0
+        return len(client.xrange(stream, min=f"({last}", max="+", count=cap))
     return int(client.xlen(stream)) if client.exists(stream) else 0

@@ -79,3 +79,17 @@ def test_ledger_is_bounded_and_round_trips():
     ledger.add(["1-0", "2-0", "3-0", "4-0"])
     assert "1-0" not in ledger and "4-0" in ledger
     assert AppliedLedger.from_list(ledger.to_list(), 3).to_list() == ["2-0", "3-0", "4-0"]
+
+
+def test_group_lag_counts_undelivered_entries(rds):
+    from services.trainer.rollout_stream import group_lag
+
+    _publish(rds, 5)
+    stream = RolloutStream(rds, StreamConfig(block_ms=10, batch=2))
+    stream.ensure_group()
+    assert group_lag(rds, "w2a:rollouts", "trainer") == 5
+    stream.read()
+    assert group_lag(rds, "w2a:rollouts", "trainer") == 3
+    assert group_lag(rds, "w2a:rollouts", "trainer", cap=2) == 2  # a large backlog reports the cap
+    stream.read(count=10)
+    assert group_lag(rds, "w2a:rollouts", "trainer") == 0
