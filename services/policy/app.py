@@ -56,8 +56,14 @@ def load_base(settings: PolicySettings) -> BasePolicy:
             connect_timeout_s=s.remote_connect_timeout_s, call_timeout_s=s.remote_call_timeout_s))
 
     if settings.base_checkpoint is None:
-        raise ValueError("set W2A_POLICY_BASE_CHECKPOINT to a TinyVLA checkpoint directory "
-                         "(train one with `w2a train-base`)")
+        what = ("a LeRobot pretrained_model directory" if settings.base_backend == "lerobot" else
+                "a TinyVLA checkpoint directory (train one with `w2a train-base`)")
+        raise ValueError(f"set W2A_POLICY_BASE_CHECKPOINT to {what}")
+    if settings.base_backend == "lerobot":
+        from services.policy.backends.lerobot_base import LeRobotBase, LeRobotBaseConfig
+        return LeRobotBase(LeRobotBaseConfig(
+            checkpoint=settings.base_checkpoint, image_keys=dict(settings.lerobot_image_keys),
+            chunk_size=settings.lerobot_chunk_size, device=settings.lerobot_device))
     return TinyVLA.load(settings.base_checkpoint)
 
 

@@ -21,8 +21,12 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
-    base_backend: Literal["tiny-vla", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"  # remote: the rest
-    base_checkpoint: Path | None = None  # TinyVLA checkpoint directory
+    base_backend: Literal["tiny-vla", "lerobot", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"  # remote: the last three
+    base_checkpoint: Path | None = None  # TinyVLA checkpoint directory, or a LeRobot pretrained_model directory
+    # lerobot base: camera -> LeRobot image feature key ({} = "observation.images.<camera>"), served M, device
+    lerobot_image_keys: dict[str, str] = {}
+    lerobot_chunk_size: int | None = Field(None, ge=1)  # None: the policy's own horizon
+    lerobot_device: str = "cpu"
     # remote base (base_backend=openpi): address, key mapping, shapes, deadlines
     remote_host: str = "127.0.0.1"  # cosmos-policy: the URL is http://<host>:<port>
     remote_port: int = Field(8000, ge=1, le=65535)
