@@ -5,8 +5,11 @@ features ``encode`` gives for the real clip; the model's are those ``generate`` 
 s and the segment's skill text. Baselines: the features of a clip that just repeats frame s
 (copy-first-frame), the training-set mean feature per latent position (dataset mean), and
 generation from the same frame with a *mismatched* skill text (another skill of the task).
-Errors are MSE over the generated latent frames (frame 0 is the given observation). The VAE's
-held-out reconstruction PSNR is reported too.
+Errors are MSE over the generated latent frames (frame 0 is the given observation). Every clip —
+real, copied, generated — goes through the same feature tap (unconditional, fixed tap noise), so
+only the clip differs, never the text or noise of the tap. The VAE's held-out reconstruction
+PSNR is reported too, and ``latent_mse_*_vae`` repeat the comparison on the VAE latents
+themselves (no DiT tap).
 """
 
 from __future__ import annotations
@@ -42,18 +45,21 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
     frames = int(meta.get("train", {}).get("clip_frames", 13))
 
     samples = [source.sample(rng, frames) for _ in range(clips)]
-    truths = wm.encode_batch(np.stack([s[0] for s in samples]), [s[1] for s in samples], seed)
-    copies = wm.encode_batch(np.stack([np.repeat(s[0][:1], frames, 0) for s in samples]),
-                             [s[1] for s in samples], seed)
+    true_latents = wm.vae_encode(np.stack([s[0] for s in samples]))
+    copy_latents = wm.vae_encode(np.stack([np.repeat(s[0][:1], frames, 0) for s in samples]))
+    truths = wm.tap_features_batch(true_latents)
+    copies = wm.tap_features_batch(copy_latents)
     # training-set mean feature per latent position, from training-distribution clips
     train_like = np.stack([source.sample(rng, frames)[0] for _ in range(clips)])
-    mean_feature = wm.encode_batch(train_like, seed=seed).mean(axis=0, keepdims=True)
+    mean_feature = wm.encode_batch(train_like).mean(axis=0, keepdims=True)
 
     err = {"model": [], "copy": [], "mean": [], "wrong": []}
+    vae_err = {"model": [], "copy": []}
     psnr = []
     for i, (clip, skill, e, _) in enumerate(samples):
         ep = source.episodes[e]
-        right = wm.generate(clip[0], skill, frames, seed + i).features
+        generated = wm.generate(clip[0], skill, frames, seed + i)
+        right = generated.features
         options = [s.description for s in decompose(ep.instruction, ep.task)]
         wrong_skill = next((o for o in options if o != skill), "stay still")
         wrong = wm.generate(clip[0], wrong_skill, frames, seed + i).features
@@ -62,6 +68,9 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
         err["wrong"].append(np.mean((wrong[1:] - target) ** 2))
         err["copy"].append(np.mean((copies[i][1:] - target) ** 2))
         err["mean"].append(np.mean((mean_feature[0][1:] - target) ** 2))
+        true_lat = true_latents[i : i + 1, :, 1:]
+        vae_err["model"].append(float(((generated.latents[:, :, 1:] - true_lat) ** 2).mean()))
+        vae_err["copy"].append(float(((copy_latents[i : i + 1, :, 1:] - true_lat) ** 2).mean()))
         with torch.no_grad():
             recon = wm.vae_decode(wm.vae_encode(clip))
         psnr.append(_psnr(recon, clip))
@@ -71,6 +80,8 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
               {"model": err["model"], "copy_frame": err["copy"], "dataset_mean": err["mean"],
                "wrong_skill": err["wrong"]}.items()}
     result["vae_psnr_db"] = float(np.mean(psnr))
+    result["latent_mse_model_vae"] = float(np.mean(vae_err["model"]))
+    result["latent_mse_copy_frame_vae"] = float(np.mean(vae_err["copy"]))
     result["clips"] = clips
     result["guidance_scale"] = guidance_scale
     result["wrong_over_right"] = result["latent_mse_wrong_skill"] / max(result["latent_mse_model"], 1e-12)

@@ -47,6 +47,16 @@ def test_generate_is_seeded_and_reads_the_skill(wm):
         wm.generate(frame, "x", 10)
 
 
+def test_generated_and_real_clips_share_one_tap(wm):
+    """Generated features are the tap of the generated latents exactly as a real clip's would be:
+    neither the request's seed nor its skill text reaches the tap."""
+    frame = _clip()[0]
+    gen = wm.generate(frame, "push the puck to the goal", 9, seed=3)
+    np.testing.assert_allclose(gen.features, wm.tap_features(gen.latents), atol=1e-6)
+    clip = _clip(9)
+    np.testing.assert_allclose(wm.encode(clip), wm.tap_features(wm.vae_encode(clip)), atol=1e-6)
+
+
 def test_chain_conditions_each_segment_on_the_previous_last_frame(wm, monkeypatch):
     seen = []
     original = wm.pipe.__call__

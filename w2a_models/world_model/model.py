@@ -26,6 +26,7 @@ from w2a_models.world_model.builder import W2A_CONFIG
 class WorldModelConfig:
     tap_block: int = -2  # which transformer block to tap (negative: from the end)
     tap_sigma: float = 0.05  # noise level of the tapping forward
+    tap_seed: int = 0  # the tap's noise is fixed: features are a function of the clip alone
     num_inference_steps: int = 8
     guidance_scale: float = 1.0  # > 1 enables classifier-free guidance on the skill text
     fps: int = 16
@@ -189,14 +190,20 @@ class WorldModel:
             handle.remove()
 
     @torch.no_grad()
-    def tap_features_batch(self, latents: torch.Tensor, texts: list[str], seed: int = 0) -> np.ndarray:
+    def tap_features_batch(self, latents: torch.Tensor, texts: list[str] | None = None) -> np.ndarray:
         """One DiT forward at noise ``tap_sigma`` (frame 0 as clean conditioning, as in sampling)
-        for a batch of latents [B, z, T_lat, h, w] -> [B, T_lat, D], spatially mean-pooled."""
+        for a batch of latents [B, z, T_lat, h, w] -> [B, T_lat, D], spatially mean-pooled.
+
+        The tap noise comes from ``tap_seed``, never from a request's seed, and the tap text
+        defaults to '' (unconditional): a real clip and a generated clip with the same latents
+        get the same features, whatever seed or skill produced them. (Per-request tap noise
+        alone moved features by ~150x the change a 12-step motion makes.)"""
+        texts = [""] * latents.shape[0] if texts is None else list(texts)
         if len(texts) != latents.shape[0]:
             raise ValueError(f"{len(texts)} texts for {latents.shape[0]} clips")
         sigma = self.config.tap_sigma
         t = sigma / (1.0 + sigma)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
+        generator = torch.Generator(device="cpu").manual_seed(self.config.tap_seed)
         noise = torch.randn(latents.shape[1:], generator=generator).to(latents)  # same per clip
         noisy = (latents + sigma * noise) * (1.0 - t)
         batch, frames = latents.shape[0], latents.shape[2]
@@ -215,14 +222,16 @@ class WorldModel:
         tokens = captured[-1]  # [B, T_lat * h/2 * w/2, D]
         return tokens.view(batch, frames, -1, tokens.shape[-1]).mean(dim=2).float().cpu().numpy()
 
-    def tap_features(self, latents: torch.Tensor, text: str = "", seed: int = 0) -> np.ndarray:
-        return self.tap_features_batch(latents, [text], seed)[0]
+    def tap_features(self, latents: torch.Tensor, text: str = "") -> np.ndarray:
+        return self.tap_features_batch(latents, [text])[0]
 
-    def encode(self, video: np.ndarray, text: str = "", seed: int = 0) -> np.ndarray:
-        """Real clip uint8 [T, H, W, 3] ((T-1) % 4 == 0) -> features [T_lat, D]."""
-        return self.encode_batch(np.asarray(video)[None], [text], seed)[0]
+    def encode(self, video: np.ndarray, text: str = "") -> np.ndarray:
+        """Real clip uint8 [T, H, W, 3] ((T-1) % 4 == 0) -> features [T_lat, D].
 
-    def encode_batch(self, videos: np.ndarray, texts: list[str] | None = None, seed: int = 0) -> np.ndarray:
+        Leave ``text`` empty to get the space ``generate`` features live in."""
+        return self.encode_batch(np.asarray(video)[None], [text])[0]
+
+    def encode_batch(self, videos: np.ndarray, texts: list[str] | None = None) -> np.ndarray:
         """Clips uint8 [B, T, H, W, 3] of one shape -> features [B, T_lat, D] in one forward."""
         videos = np.asarray(videos)
         if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[-1] != 3:
@@ -230,12 +239,13 @@ class WorldModel:
         if videos.shape[1] < 1 or (videos.shape[1] - 1) % self.temporal_factor:
             raise ValueError(f"clip length {videos.shape[1]} must be 1 + a multiple of {self.temporal_factor}")
         latents = self.vae_encode(videos)
-        return self.tap_features_batch(latents, list(texts or [""] * len(videos)), seed)
+        return self.tap_features_batch(latents, texts)
 
     @torch.no_grad()
     def generate(self, frame: np.ndarray, skill_text: str, num_frames: int = 13, seed: int = 0,
                  decode: bool = False) -> Generation:
-        """Sample a clip from ``frame`` and the skill text; tap its clean latents like ``encode``."""
+        """Sample a clip from ``frame`` and the skill text (``seed`` drives the sampler); tap its
+        clean latents exactly like ``encode`` does a real clip (unconditional tap, fixed noise)."""
         from PIL import Image
 
         frame = np.asarray(frame)
@@ -252,7 +262,7 @@ class WorldModel:
             num_inference_steps=self.config.num_inference_steps,
             guidance_scale=self.config.guidance_scale, output_type="latent",
             generator=torch.Generator(device="cpu").manual_seed(seed)).frames
-        features = self.tap_features(latents, skill_text, seed)
+        features = self.tap_features(latents)
         video = self.vae_decode(latents) if decode else None
         return Generation(features=features, video=video, latents=latents)
 
