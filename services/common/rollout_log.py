@@ -6,18 +6,24 @@ records wait), packs them as msgpack (never pickle) and writes them with ``XADD 
 pipeline. When Redis is unreachable the writer appends records to an
 on-disk spool (length-prefixed msgpack frames, fsynced) and keeps retrying; once Redis answers
 again the spool is replayed in order before any newer record, then truncated. Each entry carries
-a content id (``rid``) beside the record; a replay skips records whose id is already in the
+a record id (``rid``) beside the record; a replay skips records whose id is already in the
 stream's tail (a pipeline applied before its reply was lost, a replay cut off half-way), so a
 Redis failure does not duplicate records. A crash of this process mid-replay still can: the
 trainer's applied-id ledger covers that case.
+
+The id is ``<logger instance>:<sequence number>`` (no hashing of 12 KB frames on the writer),
+written into the record itself, so a spooled frame carries it, and beside it in the stream entry.
+Spool frames written before ids were embedded fall back to a content hash.
 """
 
 from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import logging
 import os
+import secrets
 import struct
 import threading
 import time
@@ -44,8 +50,10 @@ def _encode_extra(value: Any) -> Any:
 
 
 def record_id(payload: bytes) -> str:
-    """Content id of a packed record (stored beside it in the stream) for exactly-once replay."""
-    return hashlib.blake2b(payload, digest_size=12).hexdigest()
+    """Id of a packed record for exactly-once replay: the one embedded by the logger, or (frames
+    spooled by older versions) a content hash."""
+    rid = unpack_record(payload).get(RID_FIELD)
+    return rid if isinstance(rid, str) else hashlib.blake2b(payload, digest_size=12).hexdigest()
 
 
 def pack_record(record: dict[str, Any]) -> bytes:
@@ -115,6 +123,8 @@ class RolloutLogger:
         self.on_change = on_change
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
         self._queue: collections.deque[dict] = collections.deque(maxlen=queue_size)
+        self._instance = secrets.token_hex(6)  # record ids: "<instance>:<n>", unique across restarts
+        self._sequence = itertools.count()
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -153,22 +163,28 @@ class RolloutLogger:
             self._thread.join(timeout)
         remaining = self._take(len(self._queue))
         if remaining:  # writer did not finish in time: keep the data on disk
-            self.spool.append(remaining)
+            self.spool.append([payload for _, payload in remaining])
             self.spooled += len(remaining)
 
-    def _take(self, n: int) -> list[bytes]:
+    def _take(self, n: int) -> list[tuple[str, bytes]]:
+        """Up to ``n`` queued records as (record id, packed record with the id inside)."""
         with self._cond:
             records = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
-        return [pack_record(r) for r in records]
+        out = []
+        for record in records:
+            rid = f"{self._instance}:{next(self._sequence)}"
+            record[RID_FIELD] = rid
+            out.append((rid, pack_record(record)))
+        return out
 
-    def _xadd(self, payloads: list[bytes]) -> None:
+    def _xadd(self, entries: list[tuple[str, bytes]]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        for payload in payloads:
-            pipe.xadd(self.stream, {STREAM_FIELD: payload, RID_FIELD: record_id(payload)},
+        for rid, payload in entries:
+            pipe.xadd(self.stream, {STREAM_FIELD: payload, RID_FIELD: rid},
                       maxlen=self.maxlen, approximate=True)
         pipe.execute()
 
-    def _already_written(self, pending: list[bytes]) -> set[bytes]:
+    def _already_written(self, pending: list) -> set[bytes]:
         """Record ids of spooled payloads that reached the stream anyway.
 
         A pipeline cut off by a Redis failure may have been applied before the reply was lost, and
@@ -182,9 +198,9 @@ class RolloutLogger:
         # While Redis stays down this runs every retry interval: probe it before reading the
         # whole spool file again.
         self._client.ping()
-        pending = self.spool.read_all()
+        pending = [(record_id(p), p) for p in self.spool.read_all()]
         written = self._already_written(pending) if pending else set()
-        fresh = [p for p in pending if record_id(p).encode() not in written]
+        fresh = [(rid, p) for rid, p in pending if rid.encode() not in written]
         for start in range(0, len(fresh), self.batch_size):
             self._xadd(fresh[start : start + self.batch_size])
         if pending:
@@ -224,7 +240,7 @@ class RolloutLogger:
                 self.redis_up = False
                 rest = batch + (self._take(len(self._queue)) if stopping else [])
                 if rest:
-                    self.spool.append(rest)
+                    self.spool.append([payload for _, payload in rest])
                     self.spooled += len(rest)
                 if stopping:
                     self._notify()

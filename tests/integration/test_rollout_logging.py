@@ -104,10 +104,37 @@ def test_replay_skips_records_that_reached_the_stream_before_the_failure(tmp_pat
 
     with EmbeddedRedis(tmp_path / "redis") as rds:
         logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
-        payloads = [pack_record({"kind": "step", "i": i}) for i in range(6)]
-        logger._xadd(payloads[:4])  # applied, "reply lost":
-        logger.spool.append(payloads)  # the writer spooled the whole batch and more
-        logger.spooled = len(payloads)
+        entries = [(f"w:{i}", pack_record({"kind": "step", "i": i, "rid": f"w:{i}"})) for i in range(6)]
+        logger._xadd(entries[:4])  # applied, "reply lost":
+        logger.spool.append([p for _, p in entries])  # the writer spooled the whole batch and more
+        logger.spooled = len(entries)
         logger._replay_spool()
         assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3, 4, 5]
         assert len(logger.spool) == 0
+
+
+def test_replay_of_an_old_spool_without_embedded_ids(tmp_path):
+    """Spool frames from before ids were embedded are matched by their content hash."""
+    import hashlib
+
+    from services.common.rollout_log import pack_record
+
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
+        payloads = [pack_record({"kind": "step", "i": i}) for i in range(5)]
+        logger._xadd([(hashlib.blake2b(p, digest_size=12).hexdigest(), p) for p in payloads[:2]])
+        logger.spool.append(payloads)
+        logger.spooled = len(payloads)
+        logger._replay_spool()
+        assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3, 4]
+
+
+def test_record_ids_are_unique_across_logger_instances(tmp_path):
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        for _ in range(2):  # a restarted server must not reuse the ids of the previous run
+            logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool").start()
+            for i in range(50):
+                logger.log({"kind": "step", "i": i})
+            logger.stop()
+        records = _records(rds.url)
+        assert len(records) == 100 and len({r["rid"] for r in records}) == 100
