@@ -158,17 +158,23 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, p
             single = run("single", 1, rds.url)
             unbatched = run("unbatched", robots, rds.url, max_batch=1)
             # logged and unlogged alternate twice: one saturated run on 2 cores is noisy
-            logged, unlogged = [], []
+            logged, unlogged, no_images = [], [], []
             for round_ in range(2):
                 logged.append(run(f"batched-{round_}", robots, rds.url))
                 unlogged.append(run(f"nolog-{round_}", robots, None))
+                # where logging's cost lies: the same records without the camera frames
+                no_images.append(run(f"noimages-{round_}", robots, rds.url, log_images="false"))
     batched = min(logged, key=lambda r: r["p50_ms"])
     logged_rps = float(np.mean([r["rps"] for r in logged]))
     unlogged_rps = float(np.mean([r["rps"] for r in unlogged]))
+    no_images_rps = float(np.mean([r["rps"] for r in no_images]))
+    quietest = min(unlogged, key=lambda r: r["p50_ms"])
     return {
         "robots": robots, "seconds_per_run": seconds,
         "p50_ms": batched["p50_ms"], "p99_ms": batched["p99_ms"],
-        "errors": sum(r["errors"] for r in [single, unbatched, *logged, *unlogged]),
+        "p99_over_p50": batched["p99_ms"] / batched["p50_ms"],
+        "unlogged_p50_ms": quietest["p50_ms"], "unlogged_p99_ms": quietest["p99_ms"],
+        "errors": sum(r["errors"] for r in [single, unbatched, *logged, *unlogged, *no_images]),
         "bare_forward_p50_ms": bare,
         "single_robot_p50_ms": single["p50_ms"],
         # end to end: what a robot waits beyond the model itself (includes the Python client)
@@ -180,6 +186,7 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, p
         "batching_gain": logged_rps / unbatched["rps"],
         "unlogged_rps": unlogged_rps,
         "logging_overhead_pct": 100.0 * (unlogged_rps - logged_rps) / unlogged_rps,
+        "logging_overhead_no_images_pct": 100.0 * (unlogged_rps - no_images_rps) / unlogged_rps,
     }
 
 
