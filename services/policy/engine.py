@@ -26,6 +26,7 @@ from w2a_models.base_policy import BasePolicy, ObservationBatch
 class BatchConfig:
     max_batch: int = 16
     max_wait_ms: float = 2.0
+    inline_forward_ms: float = 1.0  # a lone request runs on the event loop if forwards are this fast
 
 
 @dataclass
@@ -70,6 +71,8 @@ class PolicyEngine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-forward")
         self._running = False
         self._busy = False  # did requests overlap lately? only then is waiting for a batch worth it
+        self._forward_ms = float("inf")  # recent batch-of-one forward time (EMA); unknown at first
+        self._base_is_remote = bool(getattr(base, "remote", False))  # network calls: never inline
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -125,7 +128,19 @@ class PolicyEngine:
                 batch.append(nxt)
             steps = [s for s, _ in batch]
             try:
-                outputs = await loop.run_in_executor(self._executor, self.forward, steps)
+                started = time.perf_counter()
+                if (self._busy or len(batch) > 1 or self._base_is_remote
+                        or self._forward_ms > self.batching.inline_forward_ms):
+                    # the forward runs off the loop, which meanwhile reads and queues new requests
+                    outputs = await loop.run_in_executor(self._executor, self.forward, steps)
+                else:
+                    # a lone robot and a fast model: skip the two thread hand-offs; a request
+                    # arriving now waits at most one short forward (slow or remote bases, whose
+                    # calls can take a deadline's worth, never block the loop)
+                    outputs = self.forward(steps)
+                if len(batch) == 1:
+                    took = (time.perf_counter() - started) * 1e3
+                    self._forward_ms = took if self._forward_ms == float("inf") else 0.8 * self._forward_ms + 0.2 * took
             except Exception as exc:  # the base or residual blew up: fail this batch, keep serving
                 for _, fut in batch:
                     if not fut.done():

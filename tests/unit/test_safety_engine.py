@@ -106,3 +106,53 @@ def test_sessions_track_episodes_and_crossfade_chunk_boundaries():
     table.end("r")
     assert table.get("r") is None
     assert SessionTable(smooth_steps=0).apply("x", "e", second) is second
+
+
+class ThreadRecordingBase(FakeBase):
+    def __init__(self, delay_s=0.0):
+        super().__init__()
+        self.delay_s = delay_s
+        self.threads = []
+
+    def predict(self, batch):
+        import threading
+        import time
+
+        self.threads.append(threading.get_ident())
+        time.sleep(self.delay_s)
+        return super().predict(batch)
+
+
+class RemoteRecordingBase(ThreadRecordingBase):
+    remote = True
+
+
+def _lone_requests(base, n=5):
+    """n sequential requests; returns the event loop's thread id."""
+    import threading
+
+    async def run():
+        engine = PolicyEngine(base, SAFETY, BatchConfig(max_batch=4, max_wait_ms=1.0))
+        await engine.start()
+        for i in range(n):
+            await engine.act(_step(0.1 * i))
+        await engine.stop()
+        return threading.get_ident()
+
+    return asyncio.run(run())
+
+
+def test_a_lone_request_to_a_fast_local_base_skips_the_thread_hand_off():
+    base = ThreadRecordingBase()
+    loop_thread = _lone_requests(base)
+    assert base.threads[0] != loop_thread  # forward time unknown yet: off the loop
+    assert all(t == loop_thread for t in base.threads[1:])
+
+
+def test_remote_and_slow_bases_never_run_on_the_event_loop():
+    remote = RemoteRecordingBase()
+    loop_thread = _lone_requests(remote)
+    assert loop_thread not in remote.threads  # a network call could block for a whole deadline
+    slow = ThreadRecordingBase(delay_s=0.005)  # 5 ms > the 1 ms inline limit
+    loop_thread = _lone_requests(slow)
+    assert loop_thread not in slow.threads

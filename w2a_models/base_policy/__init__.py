@@ -53,6 +53,9 @@ class BaseOutput:
 
 @runtime_checkable
 class BasePolicy(Protocol):
+    """``spec`` and ``predict``. A base whose ``predict`` goes over the network also sets a class
+    attribute ``remote = True``: the server then never runs it on its event loop."""
+
     spec: PolicySpec
 
     def predict(self, batch: ObservationBatch) -> BaseOutput:

@@ -36,6 +36,8 @@ class CosmosPolicyBaseConfig:
 
 
 class CosmosPolicyBase:
+    remote = True  # predict() is a network call: the engine never runs it on its event loop
+
     def __init__(self, config: CosmosPolicyBaseConfig, name: str = "cosmos-policy") -> None:
         self.config = config
         self.spec = remote_spec(name, config)

@@ -70,6 +70,8 @@ class Gr00tBaseConfig:
 
 
 class Gr00tBase:
+    remote = True  # predict() is a network call: the engine never runs it on its event loop
+
     def __init__(self, config: Gr00tBaseConfig, name: str = "gr00t") -> None:
         import zmq
 

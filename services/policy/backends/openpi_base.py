@@ -41,6 +41,8 @@ class OpenpiBaseConfig:
 
 
 class OpenpiBase:
+    remote = True  # predict() is a network call: the engine never runs it on its event loop
+
     def __init__(self, config: OpenpiBaseConfig, name: str = "openpi") -> None:
         self.config = config
         self.spec = remote_spec(name, config)
