@@ -42,7 +42,8 @@ class _WorldModelBackend:
             num_inference_steps=int(params.get("num_inference_steps") or 8),
             guidance_scale=float(params.get("guidance_scale") or 1.0),
             tap_block=int(params.get("tap_block") or -2),
-            tap_sigma=float(params.get("tap_sigma") or 0.05))
+            tap_sigma=float(params.get("tap_sigma") or 0.05),
+            tap_seed=int(params.get("tap_seed") or 0))
         self.model = WorldModel.from_pretrained(model_dir, wm_config)
         self.max_video_frames = int(params.get("max_video_frames") or 257)
         self.max_pixels = int(params.get("max_pixels") or 512 * 512)
