@@ -37,7 +37,7 @@ import redis
 log = logging.getLogger(__name__)
 
 STREAM_FIELD = "data"
-RID_FIELD = "rid"  # content id of the record, for exactly-once replay from the spool
+RID_FIELD = "rid"  # id of the record ("<logger instance>:<n>"), for exactly-once replay from the spool
 
 
 def _encode_extra(value: Any) -> Any:
@@ -184,14 +184,14 @@ class RolloutLogger:
                       maxlen=self.maxlen, approximate=True)
         pipe.execute()
 
-    def _already_written(self, pending: list) -> set[bytes]:
+    def _already_written(self, pending: int) -> set[bytes]:
         """Record ids of spooled payloads that reached the stream anyway.
 
         A pipeline cut off by a Redis failure may have been applied before the reply was lost, and
         a replay cut off half-way wrote its first batches: those records sit in the spool *and*
         in the stream. They can only be among the newest entries, so the tail is enough.
         """
-        tail = self._client.xrevrange(self.stream, count=min(len(pending) + 10_000, 200_000))
+        tail = self._client.xrevrange(self.stream, count=min(pending + 10_000, 200_000))
         return {fields.get(RID_FIELD.encode()) for _, fields in tail} - {None}
 
     def _replay_spool(self) -> None:
@@ -199,7 +199,7 @@ class RolloutLogger:
         # whole spool file again.
         self._client.ping()
         pending = [(record_id(p), p) for p in self.spool.read_all()]
-        written = self._already_written(pending) if pending else set()
+        written = self._already_written(len(pending)) if pending else set()
         fresh = [(rid, p) for rid, p in pending if rid.encode() not in written]
         for start in range(0, len(fresh), self.batch_size):
             self._xadd(fresh[start : start + self.batch_size])

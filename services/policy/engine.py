@@ -140,7 +140,8 @@ class PolicyEngine:
                     outputs = self.forward(steps)
                 if len(batch) == 1:
                     took = (time.perf_counter() - started) * 1e3
-                    self._forward_ms = took if self._forward_ms == float("inf") else 0.8 * self._forward_ms + 0.2 * took
+                    first = self._forward_ms == float("inf")
+                    self._forward_ms = took if first else 0.8 * self._forward_ms + 0.2 * took
             except Exception as exc:  # the base or residual blew up: fail this batch, keep serving
                 for _, fut in batch:
                     if not fut.done():

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from services.policy.backends.common import feature_dim, fit_chunk, remote_output
 from w2a_models.base_policy import BaseOutput, CameraSpec, ObservationBatch, PolicySpec
@@ -111,9 +112,6 @@ def camera_map(image_shapes: dict[str, tuple[int, int, int]], image_keys: dict[s
 class LeRobotBase:
     def __init__(self, config: LeRobotBaseConfig, loaded: LoadedPolicy | None = None,
                  name: str | None = None) -> None:
-        import torch
-
-        self._torch = torch
         self.config = config
         self.loaded = loaded or load_lerobot_policy(config.checkpoint, config.device)
         lp = self.loaded
@@ -130,7 +128,6 @@ class LeRobotBase:
 
     def lerobot_batch(self, batch: ObservationBatch) -> dict:
         """Our observation batch -> the raw (unnormalised) batch LeRobot's preprocessor expects."""
-        torch = self._torch
         out: dict = {}
         for cam, key in self.cameras.items():
             images = np.ascontiguousarray(batch.images[cam])  # uint8 [B, H, W, 3]
@@ -141,7 +138,6 @@ class LeRobotBase:
         return out
 
     def predict(self, batch: ObservationBatch) -> BaseOutput:
-        torch = self._torch
         lp = self.loaded
         with self._lock, torch.inference_mode():
             actions = lp.postprocess(lp.policy.predict_action_chunk(lp.preprocess(self.lerobot_batch(batch))))
@@ -151,6 +147,3 @@ class LeRobotBase:
         rows = [fit_chunk(a, self.spec.chunk_size, self.spec.action_dim, f"LeRobot {lp.policy_type}")
                 for a in actions]
         return remote_output(rows, batch, self.spec.cameras)
-
-    def close(self) -> None:
-        pass
