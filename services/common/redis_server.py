@@ -36,13 +36,18 @@ def free_port() -> int:
 class EmbeddedRedis:
     """Start/stop a redis-server subprocess bound to 127.0.0.1 with its data under ``directory``."""
 
-    def __init__(self, directory: str | Path, port: int | None = None) -> None:
+    def __init__(self, directory: str | Path, port: int | None = None, unix_socket: bool = False) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
+        # A client on the same host may also connect through a Unix socket: no TCP stack per byte.
+        self.socket_path = self.directory / "redis.sock" if unix_socket else None
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        """Where clients connect: the Unix socket when there is one, else loopback TCP."""
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path}?db=0"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
@@ -50,6 +55,8 @@ class EmbeddedRedis:
         args = [redis_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--appendonly", "yes", "--save", "",
                 "--protected-mode", "yes", "--logfile", str(self.directory / "redis.log")]
+        if self.socket_path is not None:
+            args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout

@@ -1,9 +1,11 @@
 """Rollout logging off the hot path: bounded queue -> Redis Stream, with a disk spool.
 
-``log()`` never blocks: records go into a bounded deque (when full, the oldest record is dropped
-and counted). A writer thread wakes at most every ``linger`` seconds (or when ``batch_size``
-records wait), packs them as msgpack (never pickle) and writes them with ``XADD MAXLEN ~`` in one
-pipeline. When Redis is unreachable the writer appends records to an
+``log()`` never blocks: it packs the record as msgpack (never pickle; a few µs when arrays come
+as bytes) and puts it in a bounded deque (when full, the oldest record is dropped and counted).
+Packing on the caller keeps the writer thread's share of the GIL small: it only frames the
+entries and moves bytes (``StreamAppender``: one ``XADD MAXLEN ~`` pipeline per batch, replies
+counted, not parsed). The writer wakes at most every ``linger`` seconds (or when ``batch_size``
+records wait). When Redis is unreachable or refuses an entry the writer appends records to an
 on-disk spool (length-prefixed msgpack frames, fsynced) and keeps retrying; once Redis answers
 again the spool is replayed in order before any newer record, then truncated. Each entry carries
 a record id (``rid``) beside the record; a replay skips records whose id is already in the
@@ -11,7 +13,7 @@ stream's tail (a pipeline applied before its reply was lost, a replay cut off ha
 Redis failure does not duplicate records. A crash of this process mid-replay still can: the
 trainer's applied-id ledger covers that case.
 
-The id is ``<logger instance>:<sequence number>`` (no hashing of 12 KB frames on the writer),
+The id is ``<logger instance>:<sequence number>`` (no hashing of 12 KB frames),
 written into the record itself, so a spooled frame carries it, and beside it in the stream entry.
 Spool frames written before ids were embedded fall back to a content hash.
 """
@@ -33,6 +35,8 @@ from typing import Any, Callable
 import msgpack
 import numpy as np
 import redis
+
+from services.common.stream_appender import StreamAppender
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +126,14 @@ class RolloutLogger:
         self.spool = DiskSpool(spool_path)
         self.on_change = on_change
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=1.0)
-        self._queue: collections.deque[dict] = collections.deque(maxlen=queue_size)
+        self._appender = StreamAppender(redis_url, stream, maxlen, (STREAM_FIELD, RID_FIELD))
+        # (packed record, record id) pairs, the values of a stream entry in field order
+        self._queue: collections.deque[tuple[bytes, bytes]] = collections.deque(maxlen=queue_size)
         self._instance = secrets.token_hex(6)  # record ids: "<instance>:<n>", unique across restarts
         self._sequence = itertools.count()
         self._cond = threading.Condition()
         self._stop = False
+        self._writer_waiting = False  # only then does log() need to wake it
         self._thread: threading.Thread | None = None
         self.dropped = 0
         self.written = 0
@@ -136,12 +143,16 @@ class RolloutLogger:
     # -- producer side (event loop; never blocks) -----------------------------------------------
 
     def log(self, record: dict[str, Any]) -> None:
-        """Queue a record; packing happens on the writer thread, off the caller's hot path."""
+        """Pack a record and queue it; the Redis write happens on the writer thread."""
+        rid = f"{self._instance}:{next(self._sequence)}"
+        record[RID_FIELD] = rid
+        entry = (pack_record(record), rid.encode())
         with self._cond:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1  # deque drops the oldest on append
-            self._queue.append(record)
-            self._cond.notify()
+            self._queue.append(entry)
+            if self._writer_waiting:
+                self._cond.notify()
 
     @property
     def queue_depth(self) -> int:
@@ -163,26 +174,16 @@ class RolloutLogger:
             self._thread.join(timeout)
         remaining = self._take(len(self._queue))
         if remaining:  # writer did not finish in time: keep the data on disk
-            self.spool.append([payload for _, payload in remaining])
+            self.spool.append([payload for payload, _ in remaining])
             self.spooled += len(remaining)
 
-    def _take(self, n: int) -> list[tuple[str, bytes]]:
-        """Up to ``n`` queued records as (record id, packed record with the id inside)."""
+    def _take(self, n: int) -> list[tuple[bytes, bytes]]:
+        """Up to ``n`` queued (packed record, record id) pairs, oldest first."""
         with self._cond:
-            records = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
-        out = []
-        for record in records:
-            rid = f"{self._instance}:{next(self._sequence)}"
-            record[RID_FIELD] = rid
-            out.append((rid, pack_record(record)))
-        return out
+            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
 
-    def _xadd(self, entries: list[tuple[str, bytes]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for rid, payload in entries:
-            pipe.xadd(self.stream, {STREAM_FIELD: payload, RID_FIELD: rid},
-                      maxlen=self.maxlen, approximate=True)
-        pipe.execute()
+    def _xadd(self, entries: list[tuple[bytes, bytes]]) -> None:
+        self._appender.append(entries)
 
     def _already_written(self, pending: int) -> set[bytes]:
         """Record ids of spooled payloads that reached the stream anyway.
@@ -198,9 +199,9 @@ class RolloutLogger:
         # While Redis stays down this runs every retry interval: probe it before reading the
         # whole spool file again.
         self._client.ping()
-        pending = [(record_id(p), p) for p in self.spool.read_all()]
+        pending = [(p, record_id(p).encode()) for p in self.spool.read_all()]
         written = self._already_written(len(pending)) if pending else set()
-        fresh = [(rid, p) for rid, p in pending if rid.encode() not in written]
+        fresh = [(p, rid) for p, rid in pending if rid not in written]
         for start in range(0, len(fresh), self.batch_size):
             self._xadd(fresh[start : start + self.batch_size])
         if pending:
@@ -217,8 +218,10 @@ class RolloutLogger:
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._writer_waiting = True
                 while not self._queue and not self._stop and not self.spooled:
                     self._cond.wait(timeout=self.retry_interval)
+                self._writer_waiting = False
                 stopping = self._stop
             if not stopping and len(self._queue) < self.batch_size and self.linger > 0:
                 # Let records accumulate: few large pipelines cost the serving threads far less
@@ -234,13 +237,14 @@ class RolloutLogger:
                 if not self.redis_up:
                     log.info("redis is back; rollout logging resumed")
                 self.redis_up = True
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (redis.RedisError, OSError) as exc:
                 if self.redis_up:
-                    log.warning("redis unreachable (%s); spooling rollouts to %s", exc, self.spool.path)
+                    log.warning("redis unreachable or refusing writes (%s); spooling rollouts to %s",
+                                exc, self.spool.path)
                 self.redis_up = False
                 rest = batch + (self._take(len(self._queue)) if stopping else [])
                 if rest:
-                    self.spool.append([payload for _, payload in rest])
+                    self.spool.append([payload for payload, _ in rest])
                     self.spooled += len(rest)
                 if stopping:
                     self._notify()

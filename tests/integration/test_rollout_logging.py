@@ -104,9 +104,10 @@ def test_replay_skips_records_that_reached_the_stream_before_the_failure(tmp_pat
 
     with EmbeddedRedis(tmp_path / "redis") as rds:
         logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
-        entries = [(f"w:{i}", pack_record({"kind": "step", "i": i, "rid": f"w:{i}"})) for i in range(6)]
+        entries = [(pack_record({"kind": "step", "i": i, "rid": f"w:{i}"}), f"w:{i}".encode())
+                   for i in range(6)]
         logger._xadd(entries[:4])  # applied, "reply lost":
-        logger.spool.append([p for _, p in entries])  # the writer spooled the whole batch and more
+        logger.spool.append([p for p, _ in entries])  # the writer spooled the whole batch and more
         logger.spooled = len(entries)
         logger._replay_spool()
         assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3, 4, 5]
@@ -122,7 +123,7 @@ def test_replay_of_an_old_spool_without_embedded_ids(tmp_path):
     with EmbeddedRedis(tmp_path / "redis") as rds:
         logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
         payloads = [pack_record({"kind": "step", "i": i}) for i in range(5)]
-        logger._xadd([(hashlib.blake2b(p, digest_size=12).hexdigest(), p) for p in payloads[:2]])
+        logger._xadd([(p, hashlib.blake2b(p, digest_size=12).hexdigest().encode()) for p in payloads[:2]])
         logger.spool.append(payloads)
         logger.spooled = len(payloads)
         logger._replay_spool()
