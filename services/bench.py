@@ -15,9 +15,10 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from services.common.redis_server import EmbeddedRedis, free_port
@@ -73,7 +74,9 @@ def _observation(size: int):
     return {"corner": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)}, rng.standard_normal(18)
 
 
-async def _load(target: str, robots: int, seconds: float, size: int) -> dict:
+async def _load(target: str, robots: int, seconds: float, size: int, stream: bool = True) -> dict:
+    """``robots`` closed-loop robots for ``seconds``: each holds one ``StreamAct`` session (as
+    robot controllers do) or, with ``stream=False``, makes one unary ``Act`` call per step."""
     from services.policy.client import AsyncPolicyClient, act_request
 
     images, state = _observation(size)
@@ -86,17 +89,31 @@ async def _load(target: str, robots: int, seconds: float, size: int) -> dict:
         nonlocal errors
         step = 0
         request = act_request(f"robot-{i}", images, state, INSTRUCTION, episode_id=f"ep-{i}")
+        session = client.stream() if stream else None
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             request.step = step
             t0 = time.perf_counter()
             try:
-                reply = await client.act_request(request)
+                if session is None:
+                    reply = await client.act_request(request)
+                else:
+                    await session.write(request)
+                    reply = await session.read()
+                    if reply is grpc.aio.EOF:
+                        raise RuntimeError("the server ended the session")
                 latencies.append((time.perf_counter() - t0) * 1e3)
                 server_ms.append(reply.timings.server_ms)
             except Exception:
                 errors += 1
+                if session is not None:  # a broken session is over: open a new one
+                    session.cancel()
+                    session = client.stream()
             step += 1
+        if session is not None:
+            await session.done_writing()
+            while await session.read() is not grpc.aio.EOF:
+                pass
 
     for c in clients:  # warm-up: connect every channel first
         await c.info()
@@ -111,11 +128,27 @@ async def _load(target: str, robots: int, seconds: float, size: int) -> dict:
     elapsed = time.perf_counter() - start
     for c in clients:
         await c.close()
-    lat = np.asarray(latencies)
+    return {"latencies": latencies, "server_ms": server_ms, "elapsed": elapsed, "errors": errors,
+            "grpc_floor_p50_ms": float(np.percentile(floor[20:], 50))}
+
+
+def _summary(runs: list[dict]) -> dict:
+    """Latency percentiles over all runs' requests; throughput over their summed duration."""
+    lat = np.concatenate([r["latencies"] for r in runs])
     return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "server_p50_ms": float(np.percentile(server_ms, 50)),
-            "grpc_floor_p50_ms": float(np.percentile(floor[20:], 50)),
-            "rps": len(lat) / elapsed, "requests": len(lat), "errors": errors}
+            "server_p50_ms": float(np.percentile(np.concatenate([r["server_ms"] for r in runs]), 50)),
+            "grpc_floor_p50_ms": float(np.median([r["grpc_floor_p50_ms"] for r in runs])),
+            "rps": len(lat) / sum(r["elapsed"] for r in runs), "requests": int(lat.size),
+            "errors": sum(r["errors"] for r in runs)}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _bare_forward_ms(base, size: int, repeats: int = 200) -> float:
@@ -140,53 +173,95 @@ def _bare_forward_ms(base, size: int, repeats: int = 200) -> float:
     return float(np.median(times[repeats // 10 :]))
 
 
-def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, progress=print) -> dict:
+def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, slices: int = 5,
+                 progress=print) -> dict:
+    """Latency, batching gain and logging overhead of ``w2a serve policy`` processes on loopback.
+
+    Logged and unlogged servers run side by side and take the load in turn, ``slices`` short
+    slices each in alternating order: on a small shared machine, drift between two long runs
+    (page cache, CPU frequency, the Redis AOF) is as large as the effect being measured.
+    """
     import torch
 
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp:
+    slice_s = max(0.5, 2 * seconds / slices)  # each configuration gets 2 x seconds of load in all
+    with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp, ExitStack() as stack:
         tmp = Path(tmp)
         base = _tiny_base(image_size)
         base.save(tmp / "base")
         bare = _bare_forward_ms(base, image_size)
-        with EmbeddedRedis(tmp / "redis") as rds:
-            def run(name, robots_, redis_url, **settings):
-                progress(f"bench policy: {name}")
-                with policy_process(tmp / "base", tmp / name, redis_url, **settings) as target:
-                    return asyncio.run(_load(target, robots_, seconds, image_size))
 
-            single = run("single", 1, rds.url)
-            unbatched = run("unbatched", robots, rds.url, max_batch=1)
-            # logged and unlogged alternate twice: one saturated run on 2 cores is noisy
-            logged, unlogged, no_images = [], [], []
-            for round_ in range(2):
-                logged.append(run(f"batched-{round_}", robots, rds.url))
-                unlogged.append(run(f"nolog-{round_}", robots, None))
-                # where logging's cost lies: the same records without the camera frames
-                no_images.append(run(f"noimages-{round_}", robots, rds.url, log_images="false"))
-    batched = min(logged, key=lambda r: r["p50_ms"])
-    logged_rps = float(np.mean([r["rps"] for r in logged]))
-    unlogged_rps = float(np.mean([r["rps"] for r in unlogged]))
-    no_images_rps = float(np.mean([r["rps"] for r in no_images]))
-    quietest = min(unlogged, key=lambda r: r["p50_ms"])
+        redis_servers: dict[str, EmbeddedRedis] = {}
+
+        def redis_url(name: str) -> str:
+            redis_servers[name] = stack.enter_context(EmbeddedRedis(tmp / f"redis-{name}"))
+            return redis_servers[name].url
+
+        def load(target: str, robots_: int, seconds_: float, stream: bool = True) -> dict:
+            return asyncio.run(_load(target, robots_, seconds_, image_size, stream))
+
+        progress("bench policy: one robot (StreamAct session, then unary Act)")
+        with policy_process(tmp / "base", tmp / "single", redis_url("single")) as target:
+            single = _summary([load(target, 1, seconds)])
+            single_unary = _summary([load(target, 1, seconds, stream=False)])
+        progress("bench policy: batching off")
+        with policy_process(tmp / "base", tmp / "unbatched", redis_url("unbatched"), max_batch=1) as target:
+            unbatched = _summary([load(target, robots, seconds)])
+        configs = {"logged": (redis_url("logged"), {}), "unlogged": (None, {}),
+                   # where logging's cost lies: the same records without the camera frames
+                   "logged_no_images": (redis_url("no-images"), {"log_images": "false"})}
+        servers = {name: stack.enter_context(policy_server_process(tmp / "base", tmp / name, url, **extra))
+                   for name, (url, extra) in configs.items()}
+        runs: dict[str, list[dict]] = {name: [] for name in configs}
+        pids = {name: pid for name, (_, pid) in servers.items()}
+        pids["redis"] = redis_servers["logged"].process.pid
+        cpu: dict[str, float] = {name: 0.0 for name in pids}
+        for name, (target, _) in servers.items():
+            load(target, robots, 0.5)  # warm-up, not counted
+        for i in range(slices):
+            progress(f"bench policy: logged vs unlogged, slice {i + 1}/{slices}")
+            for name in (list(configs) if i % 2 == 0 else list(configs)[::-1]):
+                watched = [name, "redis"] if name == "logged" else [name]
+                before = [_cpu_seconds(pids[w]) for w in watched]
+                runs[name].append(load(servers[name][0], robots, slice_s))
+                for w, b in zip(watched, before):
+                    a = _cpu_seconds(pids[w])
+                    cpu[w] += (a - b) if a is not None and b is not None else float("nan")
+    logged, unlogged, no_images = (_summary(runs[n]) for n in configs)
+    errors = sum(r["errors"] for r in (single, single_unary, unbatched, logged, unlogged, no_images))
+
+    def overhead(r: dict) -> float:
+        return 100.0 * (unlogged["rps"] - r["rps"]) / unlogged["rps"]
+
+    def cpu_us(name: str, r: dict) -> float:
+        return 1e6 * cpu[name] / r["requests"]
+
     return {
-        "robots": robots, "seconds_per_run": seconds,
-        "p50_ms": batched["p50_ms"], "p99_ms": batched["p99_ms"],
-        "p99_over_p50": batched["p99_ms"] / batched["p50_ms"],
-        "unlogged_p50_ms": quietest["p50_ms"], "unlogged_p99_ms": quietest["p99_ms"],
-        "errors": sum(r["errors"] for r in [single, unbatched, *logged, *unlogged, *no_images]),
+        "robots": robots, "seconds_per_run": seconds, "logging_slices": slices,
+        "p50_ms": logged["p50_ms"], "p99_ms": logged["p99_ms"],
+        "p99_over_p50": logged["p99_ms"] / logged["p50_ms"],
+        "unlogged_p50_ms": unlogged["p50_ms"], "unlogged_p99_ms": unlogged["p99_ms"],
+        "errors": errors,
         "bare_forward_p50_ms": bare,
+        # end to end for one robot on its StreamAct session: what it waits beyond the model
+        # (includes the Python client and both gRPC stacks)
         "single_robot_p50_ms": single["p50_ms"],
-        # end to end: what a robot waits beyond the model itself (includes the Python client)
         "overhead_p50_ms": single["p50_ms"] - bare,
+        # the same with one unary Act call per step (a new HTTP/2 stream and auth check each)
+        "unary_single_robot_p50_ms": single_unary["p50_ms"],
+        "unary_overhead_p50_ms": single_unary["p50_ms"] - bare,
         # inside the server only: receive -> reply, minus the model
         "server_overhead_p50_ms": single["server_p50_ms"] - bare,
         "grpc_floor_p50_ms": single["grpc_floor_p50_ms"],
-        "batched_rps": logged_rps, "unbatched_rps": unbatched["rps"],
-        "batching_gain": logged_rps / unbatched["rps"],
-        "unlogged_rps": unlogged_rps,
-        "logging_overhead_pct": 100.0 * (unlogged_rps - logged_rps) / unlogged_rps,
-        "logging_overhead_no_images_pct": 100.0 * (unlogged_rps - no_images_rps) / unlogged_rps,
+        "batched_rps": logged["rps"], "unbatched_rps": unbatched["rps"],
+        "batching_gain": logged["rps"] / unbatched["rps"],
+        "unlogged_rps": unlogged["rps"],
+        "logging_overhead_pct": overhead(logged),
+        "logging_overhead_no_images_pct": overhead(no_images),
+        # the policy server process's own CPU per served step (the rest is redis-server's)
+        "server_cpu_us_per_step_logged": cpu_us("logged", logged),
+        "server_cpu_us_per_step_unlogged": cpu_us("unlogged", unlogged),
+        "redis_cpu_us_per_step_logged": cpu_us("redis", logged),
     }
 
 

@@ -488,7 +488,8 @@ app.add_typer(bench_app, name="bench")
 @bench_app.command("policy")
 def bench_policy_cmd(
     robots: int = typer.Option(16, min=1, help="Concurrent robots (closed loop)."),
-    seconds: float = typer.Option(5.0, min=0.5, help="Duration of each load run."),
+    seconds: float = typer.Option(5.0, min=0.5, help="Seconds per load run (logged and unlogged "
+                                  "servers get twice this each, in alternating slices)."),
     image_size: int = typer.Option(64, min=16),
     as_json: bool = typer.Option(False, "--json", help="Print only the JSON result."),
 ) -> None:

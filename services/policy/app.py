@@ -83,7 +83,8 @@ def run_policy_server(settings: PolicySettings, base: BasePolicy | None = None) 
             url = embedded.url
             logging.getLogger(__name__).info("embedded redis at %s", url)
         rollouts = RolloutLogger(url, settings.rollout_stream, Path(settings.state_dir) / "rollouts.spool",
-                                 maxlen=settings.stream_maxlen, queue_size=settings.log_queue_size)
+                                 maxlen=settings.stream_maxlen, queue_size=settings.log_queue_size,
+                                 linger=settings.log_linger_ms / 1000.0)
     server = PolicyServer(settings, base, rollouts)
     # Latency tails: move everything allocated so far (model, libraries) out of the cyclic GC's
     # view so collections stay short, and hand the GIL over more often than every 5 ms.

@@ -192,7 +192,9 @@ class AsyncPolicyClient:
     async def act_request(self, request: pb.ActRequest) -> pb.ActResponse:
         return await self._call(self.stub.Act, request)
 
-    def stream(self, requests) -> grpc.aio.StreamStreamCall:
+    def stream(self, requests=None) -> grpc.aio.StreamStreamCall:
+        """One robot session on StreamAct: pass an (async) iterator of requests, or none and
+        ``write()``/``read()`` the returned call step by step."""
         return self.stub.StreamAct(requests, metadata=self.metadata)
 
     async def push_residual(self, blob: bytes, manifest: Manifest, timeout: float = 60.0) -> pb.UpdateResult:

@@ -75,6 +75,7 @@ class PolicySettings(BaseSettings):
     rollout_stream: str = "w2a:rollouts"
     stream_maxlen: int = Field(200_000, ge=100)
     log_queue_size: int = Field(10_000, ge=1)
+    log_linger_ms: float = Field(50.0, ge=0)  # the writer gathers records this long per pipeline
 
     @model_validator(mode="after")
     def _check(self) -> "PolicySettings":
