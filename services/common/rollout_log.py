@@ -146,7 +146,12 @@ class RolloutLogger:
         """Pack a record and queue it; the Redis write happens on the writer thread."""
         rid = f"{self._instance}:{next(self._sequence)}"
         record[RID_FIELD] = rid
-        entry = (pack_record(record), rid.encode())
+        try:
+            entry = (pack_record(record), rid.encode())
+        except (TypeError, ValueError, OverflowError):  # a bug in the caller's record: not the robot's problem
+            log.exception("cannot pack rollout record %s; dropped", record.get("id"))
+            self.dropped += 1
+            return
         with self._cond:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1  # deque drops the oldest on append
@@ -176,6 +181,7 @@ class RolloutLogger:
         if remaining:  # writer did not finish in time: keep the data on disk
             self.spool.append([payload for payload, _ in remaining])
             self.spooled += len(remaining)
+        self._appender.close()
 
     def _take(self, n: int) -> list[tuple[bytes, bytes]]:
         """Up to ``n`` queued (packed record, record id) pairs, oldest first."""

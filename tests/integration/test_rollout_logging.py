@@ -139,3 +139,11 @@ def test_record_ids_are_unique_across_logger_instances(tmp_path):
             logger.stop()
         records = _records(rds.url)
         assert len(records) == 100 and len({r["rid"] for r in records}) == 100
+
+
+def test_a_record_that_cannot_be_packed_is_dropped_and_counted_not_raised(tmp_path):
+    """A logging bug must not fail the robot's Act: the record is dropped, counted and logged."""
+    logger = RolloutLogger("redis://127.0.0.1:1/0", STREAM, tmp_path / "spool")
+    logger.log({"kind": "step", "bad": object()})
+    logger.log({"kind": "step", "ok": 1})
+    assert logger.dropped == 1 and logger.queue_depth == 1
