@@ -262,6 +262,9 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
         "server_cpu_us_per_step_logged": cpu_us("logged", logged),
         "server_cpu_us_per_step_unlogged": cpu_us("unlogged", unlogged),
         "redis_cpu_us_per_step_logged": cpu_us("redis", logged),
+        # what shares the machine: the load generator, the servers and redis-server all run here
+        "setup": {"cpus": os.cpu_count(), "image_size": image_size, "robot_transport": "StreamAct",
+                  "redis": "embedded redis-server per logged server, AOF everysec, same host"},
     }
 
 

@@ -4,6 +4,7 @@ ping and get_action endpoints. Its "policy" is a fixed function of the observati
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import zmq
@@ -24,13 +25,35 @@ class Gr00tTestServer:
         self.port, self.api_token, self.delay_s = port, api_token, delay_s
         self.requests = 0
         self._stop = threading.Event()
+        self._bound = threading.Event()
+        self._bind_error: Exception | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _bind(self, sock) -> None:
+        # zmq closes a socket in its I/O thread, after close() returns: the previous server on
+        # this port may still hold it for a moment.
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                sock.bind(f"tcp://127.0.0.1:{self.port}")
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _run(self) -> None:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(f"tcp://127.0.0.1:{self.port}")
+        try:
+            self._bind(sock)
+        except zmq.ZMQError as exc:
+            self._bind_error = exc
+            sock.close(linger=0)
+            return
+        finally:
+            self._bound.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         while not self._stop.is_set():
@@ -54,6 +77,9 @@ class Gr00tTestServer:
 
     def __enter__(self) -> "Gr00tTestServer":
         self._thread.start()
+        self._bound.wait(10)
+        if self._bind_error is not None:
+            raise self._bind_error
         return self
 
     def __exit__(self, *exc) -> None:
