@@ -233,8 +233,8 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
     def overhead(r: dict) -> float:
         return 100.0 * (unlogged["rps"] - r["rps"]) / unlogged["rps"]
 
-    def cpu_us(name: str, r: dict) -> float:
-        return 1e6 * cpu[name] / r["requests"]
+    def cpu_us(name: str, r: dict) -> float | None:  # None where /proc is missing
+        return None if np.isnan(cpu[name]) else 1e6 * cpu[name] / r["requests"]
 
     return {
         "robots": robots, "seconds_per_run": seconds, "logging_slices": slices,
