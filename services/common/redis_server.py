@@ -37,7 +37,9 @@ class EmbeddedRedis:
     """Start/stop a redis-server subprocess bound to 127.0.0.1 with its data under ``directory``."""
 
     def __init__(self, directory: str | Path, port: int | None = None, unix_socket: bool = False) -> None:
-        self.directory = Path(directory)
+        # absolute: redis-server changes into --dir before it opens --logfile, so a relative
+        # path would be looked up twice over (and the server exits before it can log why)
+        self.directory = Path(directory).resolve()
         self.port = port or free_port()
         # A client on the same host may also connect through a Unix socket: no TCP stack per byte.
         self.socket_path = self.directory / "redis.sock" if unix_socket else None

@@ -97,3 +97,12 @@ def test_logger_spools_what_redis_refuses_and_replays_it_once_redis_accepts(tmp_
         logger.stop()
         records = [unpack_record(f[b"data"]) for _, f in client.xrange(STREAM)]
         assert [r["i"] for r in records] == list(range(6))
+
+
+def test_embedded_redis_starts_from_a_relative_directory(tmp_path, monkeypatch):
+    """`w2a demo` runs under ./runs/<stamp>: redis-server changes into --dir before opening
+    --logfile, so a relative path used to make it exit before it could log why."""
+    monkeypatch.chdir(tmp_path)
+    with EmbeddedRedis("runs/stack/redis") as rds:
+        assert redis.Redis.from_url(rds.url).ping()
+    assert (tmp_path / "runs/stack/redis/redis.log").exists()
