@@ -119,7 +119,6 @@ class RolloutLogger:
         on_change: Callable[["RolloutLogger"], None] | None = None,
     ) -> None:
         self.stream = stream
-        self.maxlen = maxlen
         self.batch_size = batch_size
         self.retry_interval = retry_interval
         self.linger = linger

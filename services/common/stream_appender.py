@@ -116,22 +116,16 @@ class StreamAppender:
         buf, pos, seen, error = self._pending, 0, 0, None
         while seen < count:
             end = buf.find(b"\r\n", pos)
-            if end < 0:
-                chunk = self._sock.recv(65536)
-                if not chunk:
-                    raise StreamWriteError("redis closed the connection")
-                buf, pos = buf[pos:] + chunk, 0
-                continue
             kind = buf[pos : pos + 1]
-            if kind == b"$":  # bulk string (an entry id): skip its body
+            if end >= 0 and kind == b"$":  # bulk string (an entry id): skip its body
                 length = int(buf[pos + 1 : end])
                 stop = end + 2 + max(length, 0) + (2 if length >= 0 else 0)
                 if len(buf) < stop:
-                    chunk = self._sock.recv(65536)
-                    if not chunk:
-                        raise StreamWriteError("redis closed the connection")
-                    buf, pos = buf[pos:] + chunk, 0
-                    continue
+                    end = -1  # the body is still on its way
+            if end < 0:
+                buf, pos = buf[pos:] + self._recv(), 0
+                continue
+            if kind == b"$":
                 pos = stop
             elif kind in (b"+", b":"):
                 pos = end + 2
@@ -144,3 +138,9 @@ class StreamAppender:
         self._pending = buf[pos:]
         if error is not None:
             raise StreamWriteError(f"redis refused an entry: {error}")
+
+    def _recv(self) -> bytes:
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise StreamWriteError("redis closed the connection")
+        return chunk

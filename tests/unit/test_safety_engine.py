@@ -153,6 +153,6 @@ def test_remote_and_slow_bases_never_run_on_the_event_loop():
     remote = RemoteRecordingBase()
     loop_thread = _lone_requests(remote)
     assert loop_thread not in remote.threads  # a network call could block for a whole deadline
-    slow = ThreadRecordingBase(delay_s=0.005)  # 5 ms > the 1 ms inline limit
+    slow = ThreadRecordingBase(delay_s=0.005)  # 5 ms > the 2 ms inline limit
     loop_thread = _lone_requests(slow)
     assert loop_thread not in slow.threads
