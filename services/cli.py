@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="World2Act: world-model post-training and serving for robot policies.")
 
@@ -25,8 +27,9 @@ def collect(
     out: Path = typer.Option(..., help="Output directory (episodes + index.json)."),
     size: int = typer.Option(64, min=16, max=512, help="Square image size in pixels."),
     seed: int = typer.Option(0, min=0, help="First simulator seed; episode i uses seed + i."),
-    camera: str = typer.Option("corner", help="Meta-World camera name."),
-    max_steps: int = typer.Option(200, min=10, help="Step limit per episode."),
+    camera: str = typer.Option(DEFAULT_CAMERA, help="'front' (framed on the table) or a Meta-World camera."),
+    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1, help="Env steps per policy step."),
+    max_steps: int = typer.Option(200, min=10, help="Step limit per episode (policy steps)."),
     keep_failures: bool = typer.Option(False, help="Also save episodes the expert failed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -35,7 +38,8 @@ def collect(
     from services.robot_sim.metaworld_env import SimConfig
 
     try:
-        sim = SimConfig(task=task, image_size=size, camera=camera, max_steps=max_steps)
+        sim = SimConfig(task=task, image_size=size, camera=camera, max_steps=max_steps,
+                        action_repeat=action_repeat)
         report = run_collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed,
                                                 keep_failures=keep_failures), progress=not quiet)
     except ValueError as exc:
@@ -75,17 +79,31 @@ def segment(
 def demo(
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<timestamp>)."),
     profile: str = typer.Option("default", help="tiny (smoke test) | default (<= 15 min) | full (the experiment)."),
+    eval_seed_start: Optional[int] = typer.Option(
+        None, help="First evaluation seed (>= 100000; default: the profile's). Re-evaluate on "
+                   "placements no earlier run used."),
 ) -> None:
     """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
     import time
 
     from services.demo import PROFILES, run_demo
 
+    from dataclasses import replace
+
+    from services.robot_sim.seeds import check_eval_seed
+
     if profile not in PROFILES:
         _fail(f"--profile must be one of {', '.join(PROFILES)}")
+    chosen = PROFILES[profile]
+    if eval_seed_start is not None:
+        try:
+            check_eval_seed(eval_seed_start)
+        except ValueError as exc:
+            _fail(str(exc))
+        chosen = replace(chosen, eval_seed_start=eval_seed_start)
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
-        report = run_demo(out, PROFILES[profile])
+        report = run_demo(out, chosen)
     except (RuntimeError, TimeoutError, ValueError) as exc:
         _fail(str(exc), 1)
     typer.echo(f"demo finished in {report['total_seconds'] / 60:.1f} min: {out / 'report.md'}")
@@ -438,13 +456,17 @@ def down(run_dir: Path = typer.Option(Path("runs/stack"))) -> None:
 def eval_cmd(
     task: str = typer.Option(..., help="Meta-World task, e.g. pick-place-v3."),
     episodes: int = typer.Option(10, min=1),
-    seed: int = typer.Option(100_000, help="First evaluation seed (>= 100000: disjoint from demos/rollouts)."),
+    seed: int = typer.Option(100_000, "--eval-seed-start", "--seed",
+                             help="First evaluation seed (>= 100000: disjoint from demos/rollouts)."),
     arm: str = typer.Option("w2a", help="w2a (base + residual) | base (the server's base only)."),
     target: Optional[str] = typer.Option(None, help="Policy server (default: from --run-dir's stack)."),
     token: Optional[str] = typer.Option(None, envvar="W2A_ROBOT_TOKEN", help="Robot token."),
     run_dir: Path = typer.Option(Path("runs/stack"), help="A `w2a up` stack to evaluate against."),
     robots: int = typer.Option(2, min=1, help="Parallel robot processes."),
-    max_steps: int = typer.Option(200, min=1),
+    max_steps: int = typer.Option(60, min=1, help="Step limit per episode (policy steps)."),
+    camera: str = typer.Option(DEFAULT_CAMERA, help="Sim camera the base was trained on."),
+    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1, help="Env steps per policy step (as the demos)."),
+    image_size: int = typer.Option(64, min=16, help="Camera image size (as the demos)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Success rate (Wilson 95 % interval) of sim robots acting through a running policy server."""
@@ -468,7 +490,9 @@ def eval_cmd(
         token = token or state["robot_token"]
     seeds = list(range(seed, seed + episodes))
     configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, group, base_only=arm == "base",
-                           evaluation=True, max_steps=max_steps) for i, group in enumerate(split_seeds(seeds, robots))]
+                           evaluation=True, max_steps=max_steps, camera=camera,
+                           action_repeat=action_repeat, image_size=image_size)
+               for i, group in enumerate(split_seeds(seeds, robots))]
     from services.robot_sim.robot import RobotError
 
     try:
@@ -476,9 +500,43 @@ def eval_cmd(
     except RobotError as exc:
         _fail(str(exc), 1)
     summary = summarise(task, arm, results)
-    keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95")
+    keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95", "outcomes")
     typer.echo(json.dumps({k: summary[k] for k in keys} if as_json else summary,
                           indent=None if as_json else 1))
+
+
+diagnose_app = typer.Typer(no_args_is_help=True, help="Link-by-link diagnostics of the World2Act chain (JSON).")
+app.add_typer(diagnose_app, name="diagnose")
+
+
+@diagnose_app.command("scene")
+def diagnose_scene(
+    tasks: str = typer.Option("pick-place-v3,push-v3", help="Comma-separated Meta-World tasks."),
+    camera: str = typer.Option(DEFAULT_CAMERA, help="Camera of the setting under test."),
+    size: int = typer.Option(64, min=16, help="Image size of the setting under test."),
+    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1, help="Env steps per policy step."),
+    episodes: int = typer.Option(10, min=1, help="Expert episodes per task and setting."),
+    max_steps: int = typer.Option(200, min=10, help="Policy-step limit per episode."),
+    baseline: bool = typer.Option(True, help="Also measure the old setting (corner camera, 64 px, "
+                                  "no repeat, 200 steps) for comparison."),
+) -> None:
+    """How far the hand moves per 8-step chunk in pixels (and VAE cells) under a scene setting."""
+    from services.robot_sim.metaworld_env import SimConfig
+    from services.robot_sim.scene_probe import measure_chunk_motion
+
+    rows = []
+    try:
+        for task in [t.strip() for t in tasks.split(",") if t.strip()]:
+            configs = [("chosen", SimConfig(task=task, image_size=size, camera=camera,
+                                            action_repeat=action_repeat, max_steps=max_steps))]
+            if baseline:
+                configs.append(("old", SimConfig(task=task, image_size=64, camera="corner",
+                                                 action_repeat=1, max_steps=200)))
+            for name, cfg in configs:
+                rows.append({"setting": name, **measure_chunk_motion(cfg, episodes).as_dict()})
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({"chunk_size": 8, "vae_cell_px": 8, "rows": rows}, indent=1))
 
 
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks over real servers (JSON output).")

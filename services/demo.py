@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
 from services.robot_sim.seeds import DEMO_SEEDS_START, EVAL_SEEDS_START, ROLLOUT_SEEDS_START
 
 
@@ -33,6 +34,8 @@ class DemoProfile:
     demos_per_task: int = 12  # world model + Stage 1 data
     base_demos_per_task: int = 4  # deliberately few: an imperfect base leaves room to improve
     image_size: int = 64
+    camera: str = DEFAULT_CAMERA
+    action_repeat: int = DEFAULT_ACTION_REPEAT  # env steps per policy step (demos, rollouts, eval)
     base_steps: int = 1500
     wm_vae_steps: int = 80
     wm_dit_steps: int = 600
@@ -42,7 +45,7 @@ class DemoProfile:
     rollout_episodes_per_task: int = 6  # per round
     robots: int = 2
     eval_episodes: int = 10  # per task and arm
-    max_steps: int = 150
+    max_steps: int = 60  # policy steps (x action_repeat env steps); experts need 15-60
     trainer_batch: int = 32
     push_every: int = 4
     # The first default run (scale 0.2, lr 1e-3) saturated the residual at ~0.18 per action
@@ -50,7 +53,7 @@ class DemoProfile:
     # policy's own action scale, so 0.05 and a slower learning rate. See docs/results.md.
     residual_scale: float = 0.05
     trainer_lr: float = 3e-4
-    eval_seed_offset: int = 0  # added to EVAL_SEEDS_START: fresh evaluation placements per profile
+    eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     wm_eval_clips: int = 12  # held-out clips for the world-model diagnosis
 
 
@@ -65,7 +68,7 @@ PROFILES = {
                         demos_per_task=20, base_demos_per_task=4, wm_vae_steps=200,
                         wm_dit_steps=2000, wm_latent_clips=1000, stage1_steps=1000,
                         rollout_rounds=3, rollout_episodes_per_task=10, eval_episodes=50,
-                        eval_seed_offset=50_000),
+                        eval_seed_start=EVAL_SEEDS_START + 50_000),
 }
 
 
@@ -92,7 +95,7 @@ class PhaseClock:
 
 
 def _collect_task(args: tuple) -> dict:
-    out, task, episodes, seed, size = args
+    out, task, episodes, seed, size, camera, repeat, max_steps = args
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
@@ -100,8 +103,8 @@ def _collect_task(args: tuple) -> dict:
     from services.robot_sim.metaworld_env import SimConfig
 
     torch.set_num_threads(1)
-    report = collect(out, CollectConfig(sim=SimConfig(task=task, image_size=size), episodes=episodes,
-                                        seed=seed), progress=False)
+    sim = SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat, max_steps=max_steps)
+    report = collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed), progress=False)
     return asdict(report)
 
 
@@ -112,8 +115,9 @@ def _train_base(args: tuple) -> dict:
     from services.trainer.base_bc import BCConfig, train_base
 
     torch.set_num_threads(1)
-    report = train_base(data, out, config=BCConfig(steps=steps, eval_every=max(1, min(200, steps))),
-                        progress=False)
+    # every one of the few base demos is trained on (no hold-out): "4 demos" means 4
+    report = train_base(data, out, config=BCConfig(steps=steps, eval_every=max(1, min(200, steps)),
+                                                   holdout_fraction=0.0), progress=False)
     return {k: v for k, v in report.items() if k != "history"}
 
 
@@ -212,8 +216,8 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
 
     clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
     data = out / "data"
-    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size)
-            for i, t in enumerate(p.tasks)]
+    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
+             p.action_repeat, p.max_steps) for i, t in enumerate(p.tasks)]
     with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
         collected = list(pool.map(_collect_task, jobs))
     for c in collected:
@@ -273,7 +277,8 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
                 first = ROLLOUT_SEEDS_START + 10_000 * t_i + rnd * p.rollout_episodes_per_task
                 seeds = list(range(first, first + p.rollout_episodes_per_task))
                 configs += [RobotConfig(f"sim-{task}-{i}", task, target, token, g,
-                                        image_size=p.image_size, max_steps=p.max_steps)
+                                        image_size=p.image_size, max_steps=p.max_steps,
+                                        camera=p.camera, action_repeat=p.action_repeat)
                             for i, g in enumerate(split_seeds(seeds, p.robots))]
             results = run_robots(configs, processes=p.robots)
             rollouts += results
@@ -304,17 +309,23 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
         clock.start(f"evaluate base vs w2a ({p.eval_episodes} episodes per task and arm, same seeds)")
         evaluation = []
         for t_i, task in enumerate(p.tasks):
-            first = EVAL_SEEDS_START + p.eval_seed_offset + 10_000 * t_i
+            first = p.eval_seed_start + 10_000 * t_i
             seeds = list(range(first, first + p.eval_episodes))
             for arm in ("base", "w2a"):
                 configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, g, base_only=arm == "base",
-                                       evaluation=True, image_size=p.image_size, max_steps=p.max_steps)
+                                       evaluation=True, image_size=p.image_size, max_steps=p.max_steps,
+                                       camera=p.camera, action_repeat=p.action_repeat)
                            for i, g in enumerate(split_seeds(seeds, p.robots))]
                 summary = summarise(task, arm, run_robots(configs, processes=p.robots))
                 evaluation.append(summary)
                 print(f"  {task:16s} {arm:4s} {summary['successes']}/{summary['episodes']} "
                       f"= {summary['success_rate']:.2f}  ci95 [{summary['ci95'][0]:.2f}, {summary['ci95'][1]:.2f}]")
         report["evaluation"] = evaluation
+        report["paired"] = paired_by_task(evaluation)
+        for task, cmp in report["paired"].items():
+            print(f"  {task:16s} w2a - base {100 * cmp['difference']:+.0f} points (paired bootstrap "
+                  f"ci95 [{100 * cmp['difference_ci95'][0]:+.0f}, {100 * cmp['difference_ci95'][1]:+.0f}]), "
+                  f"{cmp['gained']} seeds gained, {cmp['lost']} lost, McNemar p = {cmp['p_value']:.3g}")
 
         clock.start("Skill-WM GIF and the report")
         gif = _skill_wm_gif(stack.wm_url, data, p.tasks[0], out / "skill_wm.gif", 8)
@@ -342,6 +353,17 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "report.md").write_text(render_report(report))
     return report
+
+
+def paired_by_task(evaluation: list[dict], control: str = "base", treatment: str = "w2a") -> dict:
+    """Per task: the paired comparison of two arms evaluated on the same seeds."""
+    from w2a_models.stats import paired_comparison
+
+    arms: dict[str, dict[str, dict]] = {}
+    for e in evaluation:
+        arms.setdefault(e["task"], {})[e["arm"]] = {int(s): bool(v) for s, v in e["outcomes"].items()}
+    return {task: paired_comparison(a[control], a[treatment]).as_dict()
+            for task, a in arms.items() if control in a and treatment in a}
 
 
 def stage1_table(stage1: dict) -> list[str]:
@@ -380,9 +402,14 @@ def render_report(r: dict) -> str:
     by_task: dict[str, dict] = {}
     for e in r["evaluation"]:
         by_task.setdefault(e["task"], {})[e["arm"]] = e
-    lines += ["", "Difference (w2a − base), points: " + ", ".join(
-        f"{t}: {100 * (a['w2a']['success_rate'] - a['base']['success_rate']):+.0f}"
-        for t, a in by_task.items() if "w2a" in a and "base" in a), ""]
+    lines += ["", "Paired comparison on the same seeds (w2a − base; exact McNemar test on the seeds "
+              "only one arm solved, 95 % paired-bootstrap interval of the difference):", "",
+              "| task | difference (points) | ci95 (points) | seeds gained | seeds lost | p-value |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for t, c in r.get("paired", {}).items():
+        lines.append(f"| {t} | {100 * c['difference']:+.0f} | [{100 * c['difference_ci95'][0]:+.0f}, "
+                     f"{100 * c['difference_ci95'][1]:+.0f}] | {c['gained']} | {c['lost']} | {c['p_value']:.3g} |")
+    lines.append("")
     overlap = all(a["w2a"]["ci95"][0] <= a["base"]["ci95"][1] and a["base"]["ci95"][0] <= a["w2a"]["ci95"][1]
                   for a in by_task.values() if "w2a" in a and "base" in a)
     if overlap:

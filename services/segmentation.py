@@ -11,8 +11,10 @@ from w2a_models.skills import SegmenterConfig, Segmentation, change_points, grip
 
 
 def segment_loaded(episode: Episode, config: SegmenterConfig = SegmenterConfig()) -> Segmentation:
-    """Segment with the task catalogue's grasp/non-grasp knowledge where the task is known."""
+    """Segment with the task catalogue's grasp/non-grasp knowledge where the task is known, with
+    step counts scaled to the episode's action repeat."""
     spec = TASKS.get(episode.task)
+    config = config.for_action_repeat(episode.action_repeat)
     return segment_episode(episode.gripper, episode.ee_pos, episode.object_pos, config,
                            grasp_task=None if spec is None else spec.grasp)
 

@@ -13,6 +13,8 @@ instruction     str             natural-language task instruction
 task            str             task name (e.g. ``pick-place-v3``)
 success         bool            whether the episode reached the task's success condition
 seed            int64           simulator seed
+camera          str             which camera took the frames (optional; old files: ``corner``)
+action_repeat   int64           env steps per recorded step (optional; old files: 1)
 ==============  ==============  ==================================================================
 
 Files are read with ``allow_pickle=False``: an episode file can never execute code.
@@ -56,6 +58,8 @@ class Episode:
     task: str
     success: bool = True
     seed: int = 0
+    camera: str = "corner"
+    action_repeat: int = 1
 
     def __post_init__(self) -> None:
         problem = _shape_problem(self)
@@ -115,6 +119,8 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
         task=np.array(episode.task),
         success=np.array(bool(episode.success)),
         seed=np.array(int(episode.seed), dtype=np.int64),
+        camera=np.array(episode.camera),
+        action_repeat=np.array(int(episode.action_repeat), dtype=np.int64),
     )
     os.replace(tmp, path)
     return path
@@ -148,6 +154,8 @@ def read_episode(path: str | os.PathLike) -> Episode:
             task=str(arrays["task"]),
             success=bool(arrays.get("success", np.array(True))),
             seed=int(arrays.get("seed", np.array(0))),
+            camera=str(arrays.get("camera", np.array("corner"))),
+            action_repeat=int(arrays.get("action_repeat", np.array(1))),
         )
     except EpisodeFormatError as exc:
         raise EpisodeFormatError(f"{path}: {exc}") from None
@@ -228,11 +236,12 @@ def find_episode_files(root: str | os.PathLike) -> list[Path]:
 def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Split episode files into (train, held-out) by a seeded permutation.
 
-    With two or more files at least one is held out and at least one kept for training."""
+    With two or more files and a fraction above 0, at least one is held out and at least one
+    kept for training; fraction 0 holds nothing out."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(paths))
     n_hold = 0
-    if len(paths) > 1:
+    if len(paths) > 1 and fraction > 0:
         n_hold = min(max(int(round(len(paths) * fraction)), 1), len(paths) - 1)
     hold = {int(i) for i in order[:n_hold]}
     return ([p for i, p in enumerate(paths) if i not in hold],

@@ -23,7 +23,7 @@ and (where object positions are known) a closure lifts the object ``lift_height`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal, Sequence
 
 import numpy as np
@@ -45,6 +45,15 @@ class SegmenterConfig:
             raise ValueError(f"SegmenterConfig step counts must be >= 1: {self}")
         if not 0 < self.pause_ratio < 1:
             raise ValueError(f"pause_ratio must be in (0, 1), got {self.pause_ratio}")
+
+    def for_action_repeat(self, repeat: int) -> "SegmenterConfig":
+        """The step counts above are env steps; an episode recorded at ``repeat`` env steps per
+        step has the same motion in 1/repeat as many steps, so they shrink with it."""
+        if repeat <= 1:
+            return self
+        return replace(self, debounce_steps=max(1, round(self.debounce_steps / repeat)),
+                       speed_smoothing=max(1, round(self.speed_smoothing / repeat)),
+                       min_segment_steps=max(2, round(self.min_segment_steps / repeat)))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,10 @@ def instruction_for(task: str) -> str:
 
 
 def rollout_expert(sim: MetaWorldSim, expert: ScriptedExpert, seed: int, settle_steps: int) -> Episode:
-    """One expert episode: stop ``settle_steps`` after the first success, or at ``max_steps``."""
+    """One expert episode: stop ``settle_steps`` after the first success, or at ``max_steps``.
+
+    One recorded step is one policy step (the expert's action held ``action_repeat`` env steps),
+    so demos have the time base the policy acts on."""
     obs = sim.reset(seed)
     frames, actions, states, gripper = [], [], [], []
     success_at: int | None = None
@@ -66,6 +69,8 @@ def rollout_expert(sim: MetaWorldSim, expert: ScriptedExpert, seed: int, settle_
         task=sim.config.task,
         success=success_at is not None,
         seed=seed,
+        camera=sim.config.camera,
+        action_repeat=sim.config.action_repeat,
     )
 
 

@@ -3,6 +3,14 @@
 Rendering goes through ``mujoco.Renderer`` with ``MUJOCO_GL=egl`` (set here if unset, before MuJoCo
 is imported), so no display is needed. Meta-World's corner cameras render upside down; frames
 are flipped upright.
+
+Why a ``front`` camera and an action repeat (the defaults): with Meta-World's own ``corner``
+camera the workspace fills ~33x24 px of a 64-px frame, the puck and goal are 1-2 px, and with
+its action scale (1 cm per env step at most) an 8-step chunk moves the hand ~2 px — less than one
+VAE cell, so a world model sees nothing move. ``front`` is a free camera framed on the table
+from across it (looking at the robot), so the object, the goal marker and the gripper fill the
+frame; ``action_repeat`` env steps per policy step make one chunk move the hand several cells.
+``w2a diagnose scene`` measures both (hand displacement per chunk in pixels).
 """
 
 from __future__ import annotations
@@ -18,14 +26,42 @@ import numpy as np  # noqa: E402
 
 STATE_DIM = 18  # proprio + object state: see w2a_models.episodes.STATE_LAYOUT
 UPSIDE_DOWN_CAMERAS = {"corner", "corner2", "corner3", "corner4"}
+MUJOCO_CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+
+
+@dataclass(frozen=True)
+class FreeCamera:
+    """A MuJoCo free camera: looks at ``lookat`` from ``distance`` m, angles in degrees."""
+
+    lookat: tuple[float, float, float]
+    distance: float
+    azimuth: float
+    elevation: float
+
+
+# Framed on the table from across it: object, goal marker and gripper of the table-top tasks in view.
+FREE_CAMERAS = {"front": FreeCamera(lookat=(0.0, 0.7, 0.08), distance=0.75, azimuth=270.0,
+                                    elevation=-55.0)}
+DEFAULT_CAMERA = "front"
+DEFAULT_ACTION_REPEAT = 3
 
 
 @dataclass(frozen=True)
 class SimConfig:
     task: str = "pick-place-v3"
     image_size: int = 64
-    camera: str = "corner"
-    max_steps: int = 200
+    camera: str = DEFAULT_CAMERA  # a FREE_CAMERAS preset or one of Meta-World's MUJOCO_CAMERAS
+    max_steps: int = 200  # policy steps (each runs ``action_repeat`` env steps)
+    action_repeat: int = DEFAULT_ACTION_REPEAT  # env steps per policy step (action held)
+
+    def __post_init__(self) -> None:
+        if self.camera not in FREE_CAMERAS and self.camera not in MUJOCO_CAMERAS:
+            raise ValueError(f"unknown camera {self.camera!r}; choose one of: "
+                             f"{', '.join([*FREE_CAMERAS, *MUJOCO_CAMERAS])}")
+        if self.action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1, got {self.action_repeat}")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (>= 8), got {self.image_size}")
 
 
 @dataclass
@@ -61,27 +97,63 @@ class MetaWorldSim:
 
         self.close()
         self.env = self._cls(seed=seed)  # the seed fixes object and goal positions
-        self.env.max_path_length = self.config.max_steps
+        self.env.max_path_length = self.config.max_steps * self.config.action_repeat
         self.obs, _ = self.env.reset()
         size = self.config.image_size
         self._renderer = mujoco.Renderer(self.env.model, size, size)
         return self.obs
 
+    def _camera(self):
+        import mujoco
+
+        preset = FREE_CAMERAS.get(self.config.camera)
+        if preset is None:
+            return self.config.camera
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = preset.lookat
+        cam.distance, cam.azimuth, cam.elevation = preset.distance, preset.azimuth, preset.elevation
+        return cam
+
     def render(self) -> np.ndarray:
         if self._renderer is None:
             raise RuntimeError("call reset() before render()")
-        self._renderer.update_scene(self.env.data, camera=self.config.camera)
+        self._renderer.update_scene(self.env.data, camera=self._camera())
         frame = self._renderer.render()
         if self.config.camera in UPSIDE_DOWN_CAMERAS:
             frame = frame[::-1]
         return np.ascontiguousarray(frame, dtype=np.uint8)
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World points [N, 3] -> pixel coordinates [N, 2] (column, row) in the upright frame."""
+        if self._renderer is None:
+            raise RuntimeError("call reset() before project()")
+        self._renderer.update_scene(self.env.data, camera=self._camera())
+        gl = self._renderer.scene.camera[0]
+        pos, forward, up = (np.asarray(v, dtype=np.float64) for v in (gl.pos, gl.forward, gl.up))
+        right = np.cross(forward, up)
+        rel = np.atleast_2d(np.asarray(points, dtype=np.float64)) - pos
+        depth = rel @ forward
+        half = self.config.image_size / 2
+        focal = half * gl.frustum_near / gl.frustum_top
+        col = half + focal * (rel @ right) / depth
+        row = half - focal * (rel @ up) / depth
+        if self.config.camera in UPSIDE_DOWN_CAMERAS:
+            row = self.config.image_size - row
+        return np.stack([col, row], axis=1)
+
     def step(self, action: np.ndarray) -> StepResult:
+        """One policy step: the action is held for ``action_repeat`` env steps (stops at success)."""
         if self.env is None:
             raise RuntimeError("call reset() before step()")
         action = np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
-        self.obs, _, _, truncated, info = self.env.step(action)
-        return StepResult(self.obs, bool(info.get("success", False)), bool(truncated))
+        success = truncated = False
+        for _ in range(self.config.action_repeat):
+            self.obs, _, _, truncated, info = self.env.step(action)
+            success = bool(info.get("success", False))
+            if success or truncated:
+                break
+        return StepResult(self.obs, success, bool(truncated))
 
     @property
     def state(self) -> np.ndarray:

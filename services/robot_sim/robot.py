@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
+from w2a_models.stats import wilson_ci95
+
 log = logging.getLogger(__name__)
 
 
@@ -32,8 +35,9 @@ class RobotConfig:
     base_only: bool = False  # A/B evaluation: ask for the frozen base's action only
     evaluation: bool = False  # evaluation episodes are logged but never trained on
     image_size: int = 64
-    camera: str = "corner"
-    max_steps: int = 200
+    camera: str = DEFAULT_CAMERA
+    max_steps: int = 200  # policy steps
+    action_repeat: int = DEFAULT_ACTION_REPEAT  # env steps per policy step, as in the demos
     root_certificates: bytes | None = None
     timeout_s: float = 30.0  # per action chunk
 
@@ -55,13 +59,14 @@ class EpisodeResult:
 class SkillTracker:
     """Which planner skill the robot is in, from the gripper/motion segmenter on its history."""
 
-    def __init__(self, instruction: str, task: str) -> None:
+    def __init__(self, instruction: str, task: str, action_repeat: int = 1) -> None:
         from services.planner.rules import decompose
         from w2a_models.tasks import TASKS
 
         self.texts = [s.description for s in decompose(instruction, task)] or [instruction]
         spec = TASKS.get(task)
         self.grasp = None if spec is None else spec.grasp
+        self.action_repeat = action_repeat  # the demos' segmenter step counts scale with it
         self.gripper: list[float] = []
         self.states: list[np.ndarray] = []
 
@@ -71,13 +76,14 @@ class SkillTracker:
 
     def current(self) -> str:
         from w2a_models.episodes import STATE_LAYOUT
-        from w2a_models.skills import segment_episode
+        from w2a_models.skills import SegmenterConfig, segment_episode
 
         if len(self.states) < 2:
             return self.texts[0]
         states = np.stack(self.states)
         seg = segment_episode(np.asarray(self.gripper), states[:, STATE_LAYOUT["ee_pos"]],
-                              states[:, STATE_LAYOUT["object_pos"]], grasp_task=self.grasp)
+                              states[:, STATE_LAYOUT["object_pos"]],
+                              SegmenterConfig().for_action_repeat(self.action_repeat), grasp_task=self.grasp)
         return self.texts[min(len(seg.segments), len(self.texts)) - 1]
 
 
@@ -103,7 +109,7 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) ->
     from services.robot_sim.collect import instruction_for
 
     instruction = instruction_for(config.task)
-    tracker = SkillTracker(instruction, config.task)
+    tracker = SkillTracker(instruction, config.task, config.action_repeat)
     result = EpisodeResult(config.robot_id, config.task, seed, False, 0, 0)
     started = time.perf_counter()
     obs = sim.reset(seed)
@@ -171,7 +177,8 @@ def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
     results = []
     with PolicyClient(config.target, config.token, root_certificates=config.root_certificates) as client, \
             MetaWorldSim(SimConfig(task=config.task, image_size=config.image_size,
-                                   camera=config.camera, max_steps=config.max_steps)) as sim:
+                                   camera=config.camera, max_steps=config.max_steps,
+                                   action_repeat=config.action_repeat)) as sim:
         client.wait_ready(60)
         for seed in config.seeds:
             kind = ("eval-" if config.evaluation else "") + ("base" if config.base_only else "w2a")
@@ -201,22 +208,13 @@ def split_seeds(seeds: list[int], robots: int) -> list[tuple[int, ...]]:
     return [tuple(seeds[i::robots]) for i in range(robots) if seeds[i::robots]]
 
 
-def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate (sane at 0 and n, unlike the normal one)."""
-    if n == 0:
-        return (0.0, 1.0)
-    z, p = 1.959964, successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
-
-
 def summarise(task: str, arm: str, results: list[EpisodeResult]) -> dict:
     successes = sum(r.success for r in results)
     lo, hi = wilson_ci95(successes, len(results))
     return {"task": task, "arm": arm, "episodes": len(results), "successes": successes,
             "success_rate": successes / len(results) if results else 0.0, "ci95": [lo, hi],
             "seeds": sorted(r.seed for r in results),
+            "outcomes": {int(r.seed): bool(r.success) for r in sorted(results, key=lambda r: r.seed)},
             "policy_versions": sorted({v for r in results for v in r.policy_versions}),
             "fallbacks": sum(r.fallbacks for r in results)}
 

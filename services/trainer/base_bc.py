@@ -85,9 +85,12 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     train_paths, hold_paths = split_holdout(paths, config.holdout_fraction, config.seed)
     encoder = shared_encoder()
     train_eps = [read_episode(p) for p in train_paths]
-    size = train_eps[0].frames.shape[1]
-    if size != model.image_size:
-        model = TinyVLAConfig(**{**asdict(model), "image_size": size})
+    size, camera = train_eps[0].frames.shape[1], train_eps[0].camera
+    if {e.camera for e in train_eps} != {camera}:
+        raise ValueError(f"episodes under {data_dir} come from several cameras "
+                         f"{sorted({e.camera for e in train_eps})}; train one base per camera")
+    if size != model.image_size or camera != model.camera:  # the base sees what the demos saw
+        model = TinyVLAConfig(**{**asdict(model), "image_size": size, "camera": camera})
     train = BCDataset.from_episodes(train_eps, model.chunk_size, encoder)
     hold = BCDataset.from_episodes([read_episode(p) for p in hold_paths], model.chunk_size,
                                    encoder) if hold_paths else None

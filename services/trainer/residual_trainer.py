@@ -48,7 +48,7 @@ class TargetError(RuntimeError):
 
 @dataclass(frozen=True)
 class ResidualTrainerConfig:
-    camera: str = "corner"
+    camera: str = ""  # the logged camera the world model sees ("" = the record's only one)
     batch_size: int = 32
     checkpoint_every: int = 1
     push_every: int = 10

@@ -30,7 +30,7 @@ class TrainerSettings(BaseSettings):
     # models
     adapters: Path | None = None  # Stage 1 checkpoint directory (frozen B_v, B_a)
     out: Path = Path("runs/trainer")  # checkpoint directory of the residual
-    camera: str = "corner"  # which logged camera the world model sees
+    camera: str = ""  # which logged camera the world model sees ("" = the record's only camera)
     residual_hidden: int = Field(256, ge=1)
     residual_layers: int = Field(2, ge=1)
     residual_scale: float = Field(0.2, gt=0)

@@ -40,14 +40,19 @@ class StepSample:
 
 
 def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSample | None:
-    """A logged step -> training sample; None for markers, base-only, evaluation and fallback steps."""
+    """A logged step -> training sample; None for markers, base-only, evaluation and fallback steps.
+
+    ``camera`` names the image the world model sees; empty = the record's only image."""
     if record.get("kind") != "step" or record.get("base_only") or record.get("fallback") \
             or record.get("evaluation"):
         return None
-    if "features" not in record or "images" not in record or camera not in record["images"]:
+    images = record.get("images") or {}
+    if not camera and len(images) == 1:  # no camera configured: the record's only one
+        camera = next(iter(images))
+    if "features" not in record or camera not in images:
         return None
     chunk = tuple(record["chunk"])
-    image = record["images"][camera]
+    image = images[camera]
     return StepSample(
         entry_id=entry_id,
         features=np.frombuffer(record["features"], np.float32).copy(),

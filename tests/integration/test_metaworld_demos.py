@@ -11,6 +11,7 @@ from services.robot_sim.collect import CollectConfig, collect
 from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
 from services.segmentation import segment_directory
 from w2a_models.episodes import EpisodeStore, read_episode
+from w2a_models.skills import SegmenterConfig
 
 pytestmark = pytest.mark.sim
 
@@ -45,10 +46,44 @@ def test_episodes_are_valid_upright_and_successful(demos):
         ep = read_episode(path)
         assert ep.success and ep.frames.shape[1:] == (32, 32, 3) and ep.frames.dtype == np.uint8
         assert ep.actions.shape == (ep.length, 4) and ep.state.shape == (ep.length, 18)
-        # corner camera flipped upright: the wooden table top lies in the lower half
+        assert (ep.camera, ep.action_repeat) == ("front", 3)
+        # the front camera looks at the robot across the table: its red arm is in the upper half
         r, g, b = (ep.frames[0, ..., c].astype(int) for c in range(3))
-        wood = (r - g > 10) & (r - g < 45) & (g > b)
-        assert wood[16:].sum() > 5 * wood[:16].sum()
+        arm = (r > 100) & (g < 60) & (b < 60)
+        assert arm[:16].sum() > 3 * max(arm[16:].sum(), 1)
+
+
+def test_corner_camera_frames_are_flipped_upright():
+    with MetaWorldSim(SimConfig(task="pick-place-v3", image_size=32, camera="corner")) as sim:
+        sim.reset(0)
+        r, g, b = (sim.render()[..., c].astype(int) for c in range(3))
+    wood = (r - g > 10) & (r - g < 45) & (g > b)  # the wooden table top lies in the lower half
+    assert wood[16:].sum() > 5 * wood[:16].sum()
+
+
+def test_action_repeat_holds_each_action_for_that_many_env_steps():
+    moved = {}
+    for repeat in (1, 3):
+        with MetaWorldSim(SimConfig(task="reach-v3", image_size=16, action_repeat=repeat)) as sim:
+            start = sim.reset(0)[:3].copy()
+            for _ in range(4):
+                sim.step(np.array([1.0, 0.0, 0.0, 0.0]))
+            moved[repeat] = sim.obs[0] - start[0]
+            assert sim.env.curr_path_length == 4 * repeat
+    assert moved[3] > 2.0 * moved[1] > 0
+
+
+def test_project_puts_the_hand_where_it_is_drawn():
+    with MetaWorldSim(SimConfig(task="reach-v3", image_size=64)) as sim:
+        obs = sim.reset(0)
+        col, row = sim.project(obs[:3][None])[0]
+        assert 0 <= col < 64 and 0 <= row < 64
+        frame = sim.render().astype(int)
+    # the gripper fingers (cyan-ish/white parts and the red arm) sit near the projected point:
+    # the frame differs more from the table colour there than on average
+    patch = frame[max(0, int(row) - 4):int(row) + 5, max(0, int(col) - 4):int(col) + 5]
+    table = np.median(frame.reshape(-1, 3), axis=0)
+    assert np.abs(patch - table).sum(-1).max() > np.abs(frame - table).sum(-1).mean() * 2
 
 
 def test_pick_place_splits_where_the_expert_gripper_changes(demos):
@@ -69,7 +104,8 @@ def test_push_goes_to_the_fallback_and_splits(demos):
     for r in segment_directory(demos["push-v3"]):
         assert r["segmenter"] == "motion"
         assert r["num_segments"] > 1
-        assert all(s["end"] - s["start"] >= 8 for s in r["segments"])
+        shortest = SegmenterConfig().for_action_repeat(read_episode(r["file"]).action_repeat).min_segment_steps
+        assert all(s["end"] - s["start"] >= shortest for s in r["segments"])
 
 
 @pytest.mark.parametrize("task", ["assembly-v3", "shelf-place-v3", "door-open-v3"])

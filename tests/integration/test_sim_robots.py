@@ -21,7 +21,7 @@ def test_skill_tracker_walks_the_plan_in_order_on_an_expert_episode():
     with MetaWorldSim(SimConfig(task=task, image_size=32)) as sim:
         episode = rollout_expert(sim, ScriptedExpert(task), seed=3, settle_steps=5)
     texts = [s.description for s in decompose(episode.instruction, task)]
-    tracker = SkillTracker(episode.instruction, task)
+    tracker = SkillTracker(episode.instruction, task, episode.action_repeat)
     seen = [tracker.current()]
     for t in range(episode.length):
         tracker.observe(episode.state[t], 1.0 if episode.gripper[t] > 0.5 else -1.0)
@@ -38,7 +38,8 @@ def test_two_robot_processes_act_and_their_episodes_reach_the_stream(tmp_path):
         logger = RolloutLogger(rds.url, "w2a:rollouts", tmp_path / "spool")
         with ServerThread(PolicyServer(settings(tmp_path / "p", log_rollouts=True), tiny_base(),
                                        logger)) as srv:
-            configs = [RobotConfig(f"r{i}", task, srv.target, ROBOT, group, image_size=SIZE, max_steps=24)
+            configs = [RobotConfig(f"r{i}", task, srv.target, ROBOT, group, image_size=SIZE, max_steps=24,
+                                   camera="corner")  # the test base reads a "corner" camera
                        for i, group in enumerate(split_seeds(seeds, 2))]
             results = run_robots(configs)
         records = [unpack_record(f[STREAM_FIELD.encode()])

@@ -1,7 +1,9 @@
 import pytest
 
-from services.robot_sim.robot import split_seeds, wilson_ci95
+from services.robot_sim.robot import split_seeds
+from services.robot_sim.metaworld_env import SimConfig
 from services.robot_sim.seeds import EVAL_SEEDS_START, ROLLOUT_SEEDS_START, check_eval_seed
+from w2a_models.stats import wilson_ci95
 
 
 def test_wilson_interval_brackets_the_rate_and_stays_in_range():
@@ -23,3 +25,12 @@ def test_evaluation_seeds_cannot_overlap_demo_or_rollout_seeds():
     for seed in (0, 5, ROLLOUT_SEEDS_START, EVAL_SEEDS_START - 1):
         with pytest.raises(ValueError, match="evaluation seeds start"):
             check_eval_seed(seed)
+
+
+def test_scene_settings_are_checked_with_a_message():
+    with pytest.raises(ValueError, match="unknown camera 'cornr'.*front"):
+        SimConfig(camera="cornr")
+    with pytest.raises(ValueError, match="action_repeat"):
+        SimConfig(action_repeat=0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        SimConfig(image_size=60)

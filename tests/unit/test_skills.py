@@ -80,3 +80,13 @@ def test_known_task_kind_overrides_the_lift_heuristic():
     lifted = np.zeros((T, 3)); lifted[35:, 2] = 0.1
     pushed = segment_episode(gripper, ee, lifted, grasp_task=False)
     assert pushed.segmenter == "motion" and pushed.reason == "not a grasping task"
+
+
+def test_segmenter_step_counts_scale_with_the_action_repeat():
+    from w2a_models.skills import SegmenterConfig
+
+    base = SegmenterConfig()
+    assert base.for_action_repeat(1) == base
+    scaled = base.for_action_repeat(3)
+    assert (scaled.debounce_steps, scaled.speed_smoothing, scaled.min_segment_steps) == (1, 2, 3)
+    assert scaled.pause_ratio == base.pause_ratio and scaled.lift_height == base.lift_height
