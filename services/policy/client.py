@@ -59,14 +59,15 @@ def image_proto(image: np.ndarray, camera: str = "", encoding: str = "raw") -> p
 
 def act_request(robot_id: str, images: dict[str, np.ndarray], state: np.ndarray, instruction: str,
                 episode_id: str = "", step: int = 0, skill: str = "", base_only: bool = False,
-                session_id: str = "", encoding: str = "raw", evaluation: bool = False) -> pb.ActRequest:
+                session_id: str = "", encoding: str = "raw", evaluation: bool = False,
+                oracle: pb.SimOracle | None = None) -> pb.ActRequest:
     return pb.ActRequest(
         robot_id=robot_id, session_id=session_id, episode_id=episode_id, step=step,
         observation=pb.Observation(
             images=[image_proto(img, cam, encoding) for cam, img in images.items()],
             state=np.asarray(state, dtype=np.float32).ravel().tolist()),
         instruction=instruction, skill=skill, client_time=time.time(), base_only=base_only,
-        evaluation=evaluation)
+        evaluation=evaluation, oracle=oracle)
 
 
 def episode_end_request(robot_id: str, episode_id: str, step: int, success: bool,

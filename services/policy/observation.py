@@ -79,3 +79,32 @@ def parse_request(req: pb.ActRequest, spec: PolicySpec, max_instruction_chars: i
     # The base sees the task instruction only (that is what it was trained on); the current
     # skill is logged with the step for the trainer.
     return StepInput(images=images, state=state, instruction=instruction, base_only=req.base_only)
+
+
+def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict | None:
+    """The simulator's oracle as a rollout-record field, or None when the robot sent none.
+
+    Never used for acting; logged for the trainer's oracle modes (see ``SimOracle`` in the proto)."""
+    if not req.HasField("oracle"):
+        return None
+    oracle = req.oracle
+    out: dict = {}
+    if oracle.expert_actions:
+        actions = np.asarray(oracle.expert_actions, dtype=np.float32)
+        if actions.size != spec.chunk_size * spec.action_dim:
+            raise InvalidRequest("oracle.expert_actions", f"has {actions.size} values, expected "
+                                 f"{spec.chunk_size} x {spec.action_dim}")
+        if not np.all(np.isfinite(actions)):
+            raise InvalidRequest("oracle.expert_actions", "contains NaN or Inf")
+        out["expert_actions"] = actions.tobytes()
+    if oracle.future_frames:
+        first = oracle.future_frames[0]
+        hw = (first.height, first.width)
+        frames = [decode_image(img, hw, f"oracle.future_frames[{i}]")
+                  for i, img in enumerate(oracle.future_frames)]
+        if len(frames) != spec.chunk_size + 1:
+            raise InvalidRequest("oracle.future_frames", f"has {len(frames)} frames, expected "
+                                 f"chunk size + 1 = {spec.chunk_size + 1}")
+        video = np.stack(frames)
+        out["future"] = {"shape": list(video.shape), "data": video.tobytes()}
+    return out or None

@@ -24,7 +24,7 @@ from services.common.rollout_log import RolloutLogger
 from services.policy.auth import Authenticator, Role
 from services.policy.engine import BatchConfig, PolicyEngine, StepOutput
 from services.policy.metrics import PolicyMetrics
-from services.policy.observation import InvalidRequest, parse_request
+from services.policy.observation import InvalidRequest, parse_oracle, parse_request
 from services.policy.safety import SafetyConfig
 from services.policy.sessions import SessionTable
 from services.policy.settings import PolicySettings
@@ -72,6 +72,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             return pb.ActResponse(step=request.step, episode_ended=True)
         try:
             step = parse_request(request, self.base.spec, self.settings.max_instruction_chars)
+            oracle = parse_oracle(request, self.base.spec)
         except InvalidRequest as exc:
             await self._reject(context, str(exc))
         try:
@@ -93,7 +94,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
                                batch_size=out.batch_size),
             step=request.step, base_only=request.base_only,
         )
-        self._log_step(request, step.images, step.state, out, server_ms)
+        self._log_step(request, step.images, step.state, out, server_ms, oracle)
         return response
 
     async def _reject(self, context, message: str) -> None:
@@ -199,7 +200,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
 
     # -- rollout records -----------------------------------------------------------------------
 
-    def _log_step(self, req: pb.ActRequest, images, state, out: StepOutput, server_ms: float) -> None:
+    def _log_step(self, req: pb.ActRequest, images, state, out: StepOutput, server_ms: float,
+                  oracle: dict | None = None) -> None:
         if self.rollouts is None:
             return
         # Arrays go in as raw bytes (shapes beside them): msgpack packs bytes far faster than it
@@ -220,6 +222,8 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         if self.settings.log_images:
             record["images"] = {name: {"shape": list(img.shape), "data": img.tobytes()}
                                 for name, img in images.items()}
+        if oracle is not None:  # simulation only; read by the trainer's oracle modes alone
+            record["oracle"] = oracle
         self.rollouts.log(record)
 
     def _log_episode_end(self, req: pb.ActRequest) -> None:

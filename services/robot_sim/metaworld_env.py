@@ -159,6 +159,27 @@ class MetaWorldSim:
     def state(self) -> np.ndarray:
         return np.asarray(self.obs[:STATE_DIM], dtype=np.float32)
 
+    def copy_state_from(self, other: "MetaWorldSim") -> None:
+        """Become an exact copy of ``other``'s current state (reset both with the same seed first).
+
+        The physics (MuJoCo's full integration state) and the env's own step bookkeeping are copied, so the
+        expert and the simulator continue from here exactly as ``other`` would."""
+        import mujoco
+
+        if self.env is None or other.env is None:
+            raise RuntimeError("reset() both simulators (same seed) before copying state")
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION  # everything mj_step reads, warm start included
+        state = np.empty(mujoco.mj_stateSize(other.env.model, spec))
+        mujoco.mj_getState(other.env.model, other.env.data, state, spec)
+        mujoco.mj_setState(self.env.model, self.env.data, state, spec)
+        mujoco.mj_forward(self.env.model, self.env.data)  # positions of sites and bodies
+        for name in ("_prev_obs", "_last_stable_obs"):
+            value = getattr(other.env, name, None)
+            setattr(self.env, name, None if value is None else np.copy(value))
+        self.env.curr_path_length = other.env.curr_path_length
+        self.env._did_see_sim_exception = other.env._did_see_sim_exception
+        self.obs = np.copy(other.obs)
+
     def close(self) -> None:
         if self._renderer is not None:
             try:

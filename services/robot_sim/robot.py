@@ -19,10 +19,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
+from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA, SimConfig
 from w2a_models.stats import wilson_ci95
 
 log = logging.getLogger(__name__)
+
+ORACLE_MODES = ("", "expert", "expert+future")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,14 @@ class RobotConfig:
     action_repeat: int = DEFAULT_ACTION_REPEAT  # env steps per policy step, as in the demos
     root_certificates: bytes | None = None
     timeout_s: float = 30.0  # per action chunk
+    # Simulation-only teacher attached to each request (upper bounds and diagnostics, never used
+    # for acting): "" none, "expert" the expert's chunk from this exact state, "expert+future"
+    # also the frames of that expert future.
+    oracle: str = ""
+
+    def __post_init__(self) -> None:
+        if self.oracle not in ORACLE_MODES:
+            raise ValueError(f"oracle must be one of {ORACLE_MODES}, got {self.oracle!r}")
 
 
 @dataclass
@@ -87,6 +97,50 @@ class SkillTracker:
         return self.texts[min(len(seg.segments), len(self.texts)) - 1]
 
 
+class ExpertTeacher:
+    """What the scripted expert would do from the robot's exact state: a cloned simulator runs
+    it for one chunk. Only a simulator can know this; it feeds the upper bounds."""
+
+    def __init__(self, config: SimConfig, chunk_size: int, future: bool) -> None:
+        from services.robot_sim.metaworld_env import MetaWorldSim, ScriptedExpert
+
+        self.shadow = MetaWorldSim(config)
+        self.expert = ScriptedExpert(config.task)
+        self.chunk_size, self.future = chunk_size, future
+
+    def begin(self, seed: int) -> None:
+        self.shadow.reset(seed)  # same seed, same placement: the state copies line up
+
+    def expert_chunk(self, sim) -> tuple[np.ndarray, list[np.ndarray]]:
+        """-> (actions [M, A], frames of the expert future: M + 1 if ``future`` else none)."""
+        self.shadow.copy_state_from(sim)
+        obs, actions = self.shadow.obs, []
+        frames = [self.shadow.render()] if self.future else []
+        truncated = False
+        for _ in range(self.chunk_size):
+            if truncated:  # the episode's step limit: the expert holds its last action
+                actions.append(actions[-1])
+                frames += frames[-1:] if self.future else []
+                continue
+            actions.append(self.expert(obs))
+            step = self.shadow.step(actions[-1])
+            obs, truncated = step.obs, step.truncated
+            if self.future:
+                frames.append(self.shadow.render())
+        return np.stack(actions).astype(np.float32), frames
+
+    def oracle(self, sim):
+        from services.common.proto.w2a.v1 import policy_pb2 as pb
+        from services.policy.client import image_proto
+
+        actions, frames = self.expert_chunk(sim)
+        return pb.SimOracle(expert_actions=actions.ravel().tolist(),
+                            future_frames=[image_proto(f, "", "raw") for f in frames])
+
+    def close(self) -> None:
+        self.shadow.close()
+
+
 class _Requests:
     """A request iterator fed one message at a time (the stream stays open between chunks)."""
 
@@ -104,7 +158,8 @@ class _Requests:
             yield item
 
 
-def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) -> EpisodeResult:
+def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str,
+                teacher: ExpertTeacher | None = None) -> EpisodeResult:
     from services.policy.client import ActionChunk, act_request, episode_end_request
     from services.robot_sim.collect import instruction_for
 
@@ -113,6 +168,8 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) ->
     result = EpisodeResult(config.robot_id, config.task, seed, False, 0, 0)
     started = time.perf_counter()
     obs = sim.reset(seed)
+    if teacher is not None:
+        teacher.begin(seed)
     requests = _Requests()
     responses = client.stream(requests, timeout=config.timeout_s * (config.max_steps + 2))
     try:
@@ -123,7 +180,8 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str) ->
             requests.send(act_request(config.robot_id, {config.camera: sim.render()}, sim.state,
                                       instruction, episode_id=episode_id, step=result.steps,
                                       skill=skill, base_only=config.base_only,
-                                      evaluation=config.evaluation))
+                                      evaluation=config.evaluation,
+                                      oracle=None if teacher is None else teacher.oracle(sim)))
             chunk = ActionChunk.from_proto(next(responses))
             result.chunks += 1
             result.fallbacks += int(chunk.fallback)
@@ -180,10 +238,18 @@ def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
                                    camera=config.camera, max_steps=config.max_steps,
                                    action_repeat=config.action_repeat)) as sim:
         client.wait_ready(60)
-        for seed in config.seeds:
-            kind = ("eval-" if config.evaluation else "") + ("base" if config.base_only else "w2a")
-            episode_id = f"{config.task}-{kind}-s{seed}-{int(time.time() * 1e3)}"
-            results.append(run_episode(client, sim, config, seed, episode_id))
+        teacher = None
+        if config.oracle:
+            teacher = ExpertTeacher(sim.config, int(client.info().chunk_size),
+                                    future=config.oracle == "expert+future")
+        try:
+            for seed in config.seeds:
+                kind = ("eval-" if config.evaluation else "") + ("base" if config.base_only else "w2a")
+                episode_id = f"{config.task}-{kind}-s{seed}-{int(time.time() * 1e3)}"
+                results.append(run_episode(client, sim, config, seed, episode_id, teacher))
+        finally:
+            if teacher is not None:
+                teacher.close()
     return results
 
 

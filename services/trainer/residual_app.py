@@ -16,7 +16,7 @@ from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerCo
 from services.trainer.rollout_stream import RolloutStream, StreamConfig
 from services.trainer.settings import TrainerSettings
 from services.trainer.stage2 import Stage2Config
-from services.trainer.targets import TableTargets, WorldModelTargets
+from services.trainer.targets import RealFutureTargets, TableTargets, WorldModelTargets
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_module, read_manifest
 
@@ -49,7 +49,7 @@ def trainer_config(settings: TrainerSettings) -> ResidualTrainerConfig:
         camera=settings.camera, batch_size=settings.batch_size, max_wait_s=settings.max_wait_s,
         checkpoint_every=settings.checkpoint_every, push_every=settings.push_every,
         residual_hidden=settings.residual_hidden, residual_layers=settings.residual_layers,
-        residual_scale=settings.residual_scale, seed=settings.seed,
+        residual_scale=settings.residual_scale, seed=settings.seed, mode=settings.mode,
         loss=Stage2Config(temperature=settings.temperature, residual_l2=settings.residual_l2,
                           lr=settings.lr))
 
@@ -82,7 +82,10 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
                           root_certificates=root_cert)
     wm = WorldModelClient(settings.wm_url, timeout=120)
     pusher = WeightPusher(policy, metrics)
-    if settings.targets == "table":  # no world model: fault tests and benchmarks, never real training
+    if settings.mode == "real_future":  # upper bound: the real future through wm_encode
+        targets = RealFutureTargets(wm, adapters.config.chunk_size, settings.wm_seed,
+                                    settings.wm_concurrency)
+    elif settings.targets == "table":  # no world model: fault tests and benchmarks, never real training
         log.warning("W2A_TRAINER_TARGETS=table: fixed per-skill targets, no world model")
         targets = TableTargets(adapters.config.chunk_size // 4, adapters.config.token_dim, settings.seed)
     else:
@@ -90,6 +93,9 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
                                     settings.wm_concurrency)
     trainer = ResidualTrainer(RolloutStream(rds, stream_config(settings)), targets, adapters,
                               settings.out, trainer_config(settings), pusher, metrics)
+    if settings.mode != "world_model":
+        log.warning("W2A_TRAINER_MODE=%s: an UPPER BOUND taught by the simulator's oracle, not World2Act",
+                    settings.mode)
     log.info("Stage 2 trainer %s: stream %s group %s, pushing to %s every %d updates",
              settings.consumer, settings.stream, settings.group, settings.policy_url, settings.push_every)
     try:

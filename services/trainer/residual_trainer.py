@@ -30,7 +30,8 @@ import torch
 
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
 from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
-from services.trainer.stage2 import Stage2Config, StepSample, decode_step, freeze, stage2_loss
+from services.trainer.stage2 import (Stage2Config, StepSample, TrainerMode, decode_step,
+                                     expert_residual_loss, freeze, stage2_loss)
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from w2a_models.residual import ResidualConfig, ResidualPolicy
@@ -59,6 +60,7 @@ class ResidualTrainerConfig:
     residual_scale: float = 0.2
     loss: Stage2Config = field(default_factory=Stage2Config)
     seed: int = 0
+    mode: TrainerMode = "world_model"  # the two others are upper bounds (simulator oracle)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -220,7 +222,7 @@ class ResidualTrainer:
                 continue  # our own entry, handed back by XAUTOCLAIM while we still hold it
             self._note_episode(entry)
             try:
-                sample = decode_step(entry.id, entry.record, self.config.camera)
+                sample = decode_step(entry.id, entry.record, self.config.camera, self.config.mode)
             except (KeyError, TypeError, ValueError) as exc:
                 self.stream.dead_letter(entry, f"malformed step: {type(exc).__name__}: {exc}")
                 self._count("malformed")
@@ -269,13 +271,20 @@ class ResidualTrainer:
     def update(self, n: int) -> dict[str, float]:
         """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure."""
         samples = self.buffer[:n]
-        latents = self._target_latents(samples)  # before touching state: a failure keeps the buffer
+        expert_mode = self.config.mode == "expert_corrected"
+        # targets before touching state: a failure keeps the buffer
+        latents = None if expert_mode else self._target_latents(samples)
         if self.residual is None:
             self._build(self._residual_config_for(samples[0]))
         features = torch.from_numpy(np.stack([s.features for s in samples]))
         base = torch.from_numpy(np.stack([s.base for s in samples]))
         self.residual.train()
-        loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents, self.config.loss)
+        if expert_mode:
+            expert = torch.from_numpy(np.stack([s.expert for s in samples]))
+            loss, stats = expert_residual_loss(self.residual, features, base, expert)
+        else:
+            loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents,
+                                      self.config.loss)
         result = "skipped_nonfinite"
         if torch.isfinite(loss):
             self.optimizer.zero_grad(set_to_none=True)

@@ -23,6 +23,9 @@ class TrainerSettings(BaseSettings):
     max_deliveries: int = Field(5, ge=1)
     wm_url: str = "127.0.0.1:8001"  # Triton gRPC of the world-model service
     targets: Literal["world_model", "table"] = "world_model"  # table: fixed latents, fault tests only
+    # world_model = World2Act. Upper bounds (need sim robots with an oracle, never the headline):
+    # expert_corrected regresses a* - a_base; real_future encodes the expert's rendered future.
+    mode: Literal["world_model", "expert_corrected", "real_future"] = "world_model"
     policy_url: str = "127.0.0.1:50051"
     policy_token: SecretStr = SecretStr("")  # the policy server's trainer token
     policy_root_cert: Path | None = None  # TLS to the policy server when set

@@ -11,7 +11,7 @@ near zero where the contrastive signal is weak, the same role the paper's bounde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,6 +19,12 @@ import torch
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.losses import info_nce
 from w2a_models.residual import ResidualPolicy
+
+
+# What the residual learns from. Only "world_model" is World2Act; the other two are upper bounds
+# that read the simulator's oracle (never available on a real robot) and are reported as such.
+TrainerMode = Literal["world_model", "expert_corrected", "real_future"]
+ORACLE_MODES = ("expert_corrected", "real_future")
 
 
 @dataclass(frozen=True)
@@ -37,12 +43,18 @@ class StepSample:
     skill: str
     episode: str
     policy_version: int = 0  # the residual version that produced the logged chunk
+    # the simulator's oracle, filled only in an oracle mode (upper bounds; see TrainerMode)
+    expert: np.ndarray | None = None  # [M, A] the scripted expert's chunk from this state
+    future: np.ndarray | None = None  # uint8 [M+1, H, W, 3] the expert's future, rendered
 
 
-def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSample | None:
+def decode_step(entry_id: str, record: dict[str, Any], camera: str,
+                mode: TrainerMode = "world_model") -> StepSample | None:
     """A logged step -> training sample; None for markers, base-only, evaluation and fallback steps.
 
-    ``camera`` names the image the world model sees; empty = the record's only image."""
+    ``camera`` names the image the world model sees; empty = the record's only image. The
+    record's ``oracle`` field is read in an oracle mode only (and a step without the field the
+    mode needs is skipped); in ``world_model`` mode it is never looked at."""
     if record.get("kind") != "step" or record.get("base_only") or record.get("fallback") \
             or record.get("evaluation"):
         return None
@@ -53,6 +65,17 @@ def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSampl
         return None
     chunk = tuple(record["chunk"])
     image = images[camera]
+    expert = future = None
+    if mode in ORACLE_MODES:
+        oracle = record.get("oracle") or {}
+        if mode == "expert_corrected":
+            if "expert_actions" not in oracle:
+                return None
+            expert = np.frombuffer(oracle["expert_actions"], np.float32).reshape(chunk).copy()
+        else:
+            if "future" not in oracle:
+                return None
+            future = np.frombuffer(oracle["future"]["data"], np.uint8).reshape(oracle["future"]["shape"]).copy()
     return StepSample(
         entry_id=entry_id,
         features=np.frombuffer(record["features"], np.float32).copy(),
@@ -61,6 +84,7 @@ def decode_step(entry_id: str, record: dict[str, Any], camera: str) -> StepSampl
         skill=record.get("skill") or record.get("instruction", ""),
         episode=f"{record.get('robot_id')}/{record.get('episode_id')}",
         policy_version=int(record.get("policy_version") or 0),
+        expert=expert, future=future,
     )
 
 
@@ -85,3 +109,17 @@ def stage2_loss(adapters: Stage1Adapters, residual: ResidualPolicy, features: to
     loss = contrastive + config.residual_l2 * l2
     return loss, {"loss": loss.item(), "contrastive": contrastive.item(), "residual_l2": l2.item(),
                   "residual_abs_max": res.detach().abs().max().item()}
+
+
+def expert_residual_loss(residual: ResidualPolicy, features: torch.Tensor, base: torch.Tensor,
+                         expert: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Upper bound, not World2Act: regress the residual onto a* - clip(a_base) (MSE).
+
+    The same residual network and bound as Stage 2, taught by a perfect teacher: what a residual
+    of this size can do at all. The target is left unclipped; the bound (tanh) saturates."""
+    target = expert - base.clamp(-1.0, 1.0)
+    res = residual(features, base)
+    loss = torch.nn.functional.mse_loss(res, target)
+    return loss, {"loss": loss.item(), "expert_mse": loss.item(), "residual_l2": (res ** 2).mean().item(),
+                  "residual_abs_max": res.detach().abs().max().item(),
+                  "target_abs_median": target.abs().median().item()}

@@ -43,6 +43,16 @@ class WorldModelTargets:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+class RealFutureTargets(WorldModelTargets):
+    """Upper bound, not World2Act: the *real* future (the expert's, rendered by the simulator and
+    logged in the record's oracle) through ``wm_encode`` — a perfect world model's targets."""
+
+    def _one(self, sample: StepSample) -> np.ndarray:
+        if sample.future is None:
+            raise ValueError(f"{sample.entry_id}: no oracle future frames (robots need oracle='expert+future')")
+        return self.client.encode(sample.future)[1:]  # latent frame 0 is the given observation
+
+
 class InProcessTargets(WorldModelTargets):
     """The WorldModel called directly: unit tests only (production goes through Triton)."""
 

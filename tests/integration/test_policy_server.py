@@ -108,6 +108,22 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
         huge = pb.ActRequest(robot_id="r", instruction="x" * (17 << 20))
         code, _ = _code(lambda: client.stub.Act(huge, metadata=client.metadata, timeout=5))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # the simulator's oracle is checked like any field (chunk 4 x 4 = 16 values, 5 frames)
+        from services.policy.client import act_request, image_proto
+
+        frame = images["corner"]
+        bad_oracles = {
+            "oracle.expert_actions: has 3 values": pb.SimOracle(expert_actions=[0.1, 0.2, 0.3]),
+            "oracle.expert_actions: contains NaN": pb.SimOracle(expert_actions=[float("nan")] * 16),
+            "oracle.future_frames: has 2 frames": pb.SimOracle(future_frames=[image_proto(frame)] * 2),
+        }
+        for needle, oracle in bad_oracles.items():
+            request = act_request("r", images, state, INSTR, oracle=oracle)
+            code, details = _code(lambda: client.stub.Act(request, metadata=client.metadata, timeout=5))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in details, (needle, details)
+        good = act_request("r", images, state, INSTR, oracle=pb.SimOracle(
+            expert_actions=[0.0] * 16, future_frames=[image_proto(frame)] * 5))
+        assert len(client.stub.Act(good, metadata=client.metadata, timeout=5).actions) == 16
         # the server is still fine afterwards
         assert client.act("r", images, state, INSTR).actions.shape == (4, 4)
 

@@ -55,3 +55,50 @@ def test_two_robot_processes_act_and_their_episodes_reach_the_stream(tmp_path):
     assert {r["skill"] for r in steps} <= plan and all(r["instruction"] for r in steps)
     assert {r["robot_id"] for r in steps} == {"r0", "r1"}
     assert not any(r["evaluation"] for r in records)
+
+
+def test_oracle_records_match_a_fresh_expert_rollout_from_the_same_state(tmp_path):
+    """The logged teacher is what the scripted expert does from the robot's exact state: replay
+    the executed actions in a fresh simulator, then run the expert one chunk."""
+    import numpy as np
+
+    task, seed, chunk = "push-v3", 10_123, 4  # the test base acts in chunks of 4
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        logger = RolloutLogger(rds.url, "w2a:rollouts", tmp_path / "spool")
+        with ServerThread(PolicyServer(settings(tmp_path / "p", log_rollouts=True), tiny_base(),
+                                       logger)) as srv:
+            config = RobotConfig("r0", task, srv.target, ROBOT, (seed,), image_size=SIZE, max_steps=12,
+                                 camera="corner", oracle="expert+future")
+            (result,) = run_robots([config])
+        records = [unpack_record(f[STREAM_FIELD.encode()])
+                   for _, f in redis.Redis.from_url(rds.url).xrange("w2a:rollouts")]
+    steps = sorted((r for r in records if r["kind"] == "step"), key=lambda r: r["step"])
+    assert result.steps == 12 and len(steps) == 3 and all("oracle" in r for r in steps)
+    expert = ScriptedExpert(task)
+    with MetaWorldSim(SimConfig(task=task, image_size=SIZE, camera="corner", max_steps=12)) as sim:
+        obs = sim.reset(seed)
+        for record in steps:
+            logged = np.frombuffer(record["oracle"]["expert_actions"], np.float32).reshape(chunk, 4)
+            future = np.frombuffer(record["oracle"]["future"]["data"], np.uint8).reshape(
+                record["oracle"]["future"]["shape"])
+            assert future.shape == (chunk + 1, SIZE, SIZE, 3)
+            frame_now = np.frombuffer(record["images"]["corner"]["data"], np.uint8).reshape(SIZE, SIZE, 3)
+            np.testing.assert_array_equal(future[0], frame_now)  # the future starts at this observation
+            # a second simulator, brought to this state by replaying what was executed
+            with MetaWorldSim(sim.config) as fresh:
+                o = fresh.reset(seed)
+                for prev in steps[:steps.index(record)]:
+                    for a in np.frombuffer(prev["final"], np.float32).reshape(chunk, 4):
+                        o = fresh.step(np.clip(a, -1, 1)).obs
+                rollout, frames = [], [fresh.render()]
+                for _ in range(chunk):
+                    rollout.append(expert(o))
+                    o = fresh.step(rollout[-1]).obs
+                    frames.append(fresh.render())
+            np.testing.assert_allclose(logged, np.stack(rollout), atol=1e-6)
+            np.testing.assert_array_equal(future, np.stack(frames))
+            for a in np.frombuffer(record["final"], np.float32).reshape(chunk, 4):
+                obs = sim.step(np.clip(a, -1, 1)).obs
+    # the robot acted on the policy's chunks, not the teacher's: the teacher is only logged
+    assert not np.allclose(np.frombuffer(steps[0]["final"], np.float32).reshape(chunk, 4), 
+                           np.frombuffer(steps[0]["oracle"]["expert_actions"], np.float32).reshape(chunk, 4))

@@ -204,3 +204,31 @@ def test_history_lists_exactly_the_checkpointed_updates_and_their_ids(rds, tmp_p
     applied = [i for line in lines for i in line["ids"]]
     assert sorted(applied) == sorted(ids)  # every entry once, the lost update's replay included
     assert [x["update"] for x in lines] == [1, 2, 3]
+
+
+def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_model(rds, tmp_path):
+    """Upper-bound mode: the target is the oracle's a* - clip(a_base); no WM call, same delivery."""
+    from services.trainer.stage2 import Stage2Config
+
+    class NoWorldModel:
+        def __call__(self, samples):
+            raise AssertionError("expert_corrected mode must not ask the world model")
+
+    records = []
+    for i in range(40):
+        record = _step(i)
+        expert = np.clip(record["base"], -1, 1) + 0.5  # the teacher always asks for +0.5
+        record["oracle"] = {"expert_actions": expert.astype(np.float32).tobytes()}
+        records.append(record)
+    _publish(rds, records + [_step(99)])  # the last has no oracle: skipped in this mode, acked
+    trainer = _trainer(rds, tmp_path / "t", targets=NoWorldModel(), mode="expert_corrected",
+                       residual_scale=1.0, loss=Stage2Config(lr=1e-2))
+    trainer.ingest(trainer.stream.read())
+    assert len(trainer.buffer) == 40
+    losses = [trainer.update(4)["loss"] for _ in range(10)]
+    assert _pending(rds) == 0  # checkpointed, then acked, as in World2Act mode
+    assert losses[-1] < 0.5 * losses[0]
+    features = torch.from_numpy(np.stack([r["features"] for r in records]))
+    base = torch.from_numpy(np.stack([r["base"] for r in records]))
+    with torch.no_grad():
+        assert float(trainer.residual(features, base).mean()) > 0.2  # from 0 toward +0.5

@@ -62,3 +62,65 @@ def test_evaluation_steps_are_never_training_samples():
     record = {"kind": "step", "evaluation": True, "chunk": [8, 4], "features": b"", "base": b"",
               "images": {"corner": {"shape": [1, 1, 3], "data": b"abc"}}}
     assert decode_step("1-0", record, "corner") is None
+
+
+class _Untouchable(dict):
+    """An oracle field that fails the test the moment anything reads it."""
+
+    def _fail(self, *a, **k):
+        raise AssertionError("the oracle was read outside an oracle mode")
+
+    __getitem__ = get = __contains__ = keys = items = values = __iter__ = _fail
+
+
+def _oracle_record(rng):
+    expert = rng.standard_normal((8, 4)).astype(np.float32)
+    future = rng.integers(0, 255, (9, 8, 8, 3), dtype=np.uint8)
+    record = {"kind": "step", "robot_id": "r", "episode_id": "e", "skill": "push", "chunk": [8, 4],
+              "base": rng.standard_normal((8, 4)).astype(np.float32).tobytes(),
+              "features": rng.standard_normal(10).astype(np.float32).tobytes(),
+              "images": {"front": {"shape": [8, 8, 3], "data": future[0].tobytes()}},
+              "oracle": {"expert_actions": expert.tobytes(),
+                         "future": {"shape": list(future.shape), "data": future.tobytes()}}}
+    return record, expert, future
+
+
+def test_the_oracle_is_never_read_outside_an_oracle_mode():
+    record, expert, future = _oracle_record(np.random.default_rng(1))
+    poisoned = {**record, "oracle": _Untouchable(record["oracle"])}
+    sample = decode_step("1-0", poisoned, "")  # world_model mode, the only camera
+    assert sample is not None and sample.expert is None and sample.future is None
+    with pytest.raises(AssertionError, match="oracle was read"):
+        decode_step("1-0", poisoned, "", mode="expert_corrected")
+    s = decode_step("1-0", record, "", mode="expert_corrected")
+    np.testing.assert_array_equal(s.expert, expert)
+    s = decode_step("1-0", record, "", mode="real_future")
+    np.testing.assert_array_equal(s.future, future)
+    # an oracle mode skips steps that carry no oracle (robots without a teacher)
+    bare = {k: v for k, v in record.items() if k != "oracle"}
+    assert decode_step("1-0", bare, "", mode="expert_corrected") is None
+    assert decode_step("1-0", bare, "", mode="real_future") is None
+
+
+def test_expert_residual_loss_moves_the_residual_toward_the_expert_correction():
+    from services.trainer.stage2 import expert_residual_loss
+    from w2a_models.residual import ResidualConfig, ResidualPolicy
+
+    torch.manual_seed(0)
+    residual = ResidualPolicy(ResidualConfig(obs_dim=6, action_dim=4, chunk_size=8, hidden=32, scale=1.0))
+    features, base = torch.randn(16, 6), torch.rand(16, 8, 4) * 3 - 1.5  # some base actions out of range
+    expert = torch.rand(16, 8, 4) * 2 - 1
+    target = expert - base.clamp(-1, 1)  # what the residual must add to the clipped base action
+    opt = torch.optim.Adam(residual.parameters(), lr=3e-3)
+    first = None
+    for _ in range(300):
+        loss, stats = expert_residual_loss(residual, features, base, expert)
+        first = first if first is not None else stats["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        res = residual(features, base)
+    assert stats["loss"] < 0.2 * first
+    cos = torch.nn.functional.cosine_similarity(res.flatten(), target.flatten(), dim=0)
+    assert cos > 0.9

@@ -24,45 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13w2a/v1/policy.proto\x12\x06w2a.v1\"\x7f\n\x05Image\x12\x0e\n\x06\x63\x61mera\x18\x01 \x01(\t\x12\'\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x15.w2a.v1.ImageEncoding\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\r\n\x05width\x18\x05 \x01(\r\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\";\n\x0bObservation\x12\x1d\n\x06images\x18\x01 \x03(\x0b\x32\r.w2a.v1.Image\x12\r\n\x05state\x18\x02 \x03(\x02\"\x84\x02\n\nActRequest\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12(\n\x0bobservation\x18\x05 \x01(\x0b\x32\x13.w2a.v1.Observation\x12\x13\n\x0binstruction\x18\x06 \x01(\t\x12\r\n\x05skill\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_time\x18\x08 \x01(\x01\x12\x11\n\tbase_only\x18\t \x01(\x08\x12\x13\n\x0b\x65pisode_end\x18\n \x01(\x08\x12\x0f\n\x07success\x18\x0b \x01(\x08\x12\x12\n\nevaluation\x18\x0c \x01(\x08\"h\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x0f\n\x07\x62\x61se_ms\x18\x02 \x01(\x01\x12\x13\n\x0bresidual_ms\x18\x03 \x01(\x01\x12\x11\n\tserver_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"\x93\x02\n\x0b\x41\x63tResponse\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x12\n\naction_dim\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x63tions\x18\x03 \x03(\x02\x12\x14\n\x0c\x62\x61se_actions\x18\x04 \x03(\x02\x12\x18\n\x10residual_actions\x18\x05 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61llback\x18\x07 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x08 \x01(\t\x12 \n\x07timings\x18\t \x01(\x0b\x32\x0f.w2a.v1.Timings\x12\x0c\n\x04step\x18\n \x01(\x04\x12\x11\n\tbase_only\x18\x0b \x01(\x08\x12\x15\n\repisode_ended\x18\x0c \x01(\x08\"\x10\n\x0eGetInfoRequest\"9\n\nCameraInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\"\xae\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x1d\n\x15max_instruction_chars\x18\x02 \x01(\r\x12\x12\n\naction_low\x18\x03 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x04 \x03(\x02\x12\x19\n\x11residual_max_norm\x18\x05 \x01(\x02\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x07 \x01(\x01\"\xd2\x01\n\nPolicyInfo\x12\x12\n\naction_dim\x18\x01 \x01(\r\x12\x12\n\nchunk_size\x18\x02 \x01(\r\x12\x11\n\tstate_dim\x18\x03 \x01(\r\x12#\n\x07\x63\x61meras\x18\x04 \x03(\x0b\x32\x12.w2a.v1.CameraInfo\x12\x13\n\x0b\x62\x61se_policy\x18\x05 \x01(\t\x12\x18\n\x10residual_version\x18\x06 \x01(\x04\x12\x15\n\rkept_versions\x18\x07 \x03(\x04\x12\x1e\n\x06limits\x18\x08 \x01(\x0b\x32\x0e.w2a.v1.Limits\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\x98\x01\n\x0eWeightManifest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x16\n\x0eparent_version\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x62yte_length\x18\x04 \x01(\x04\x12#\n\x07tensors\x18\x05 \x03(\x0b\x32\x12.w2a.v1.TensorSpec\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\"T\n\x0bWeightChunk\x12*\n\x08manifest\x18\x01 \x01(\x0b\x32\x16.w2a.v1.WeightManifestH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"m\n\x0cUpdateResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x18\n\x10previous_version\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\";\n\x0eRollbackResult\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x18\n\x10previous_version\x18\x02 \x01(\x04*x\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x01\x12\x17\n\x13IMAGE_ENCODING_JPEG\x10\x02\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x03\x32\xac\x02\n\rPolicyService\x12.\n\x03\x41\x63t\x12\x12.w2a.v1.ActRequest\x1a\x13.w2a.v1.ActResponse\x12\x38\n\tStreamAct\x12\x12.w2a.v1.ActRequest\x1a\x13.w2a.v1.ActResponse(\x01\x30\x01\x12\x35\n\x07GetInfo\x12\x16.w2a.v1.GetInfoRequest\x1a\x12.w2a.v1.PolicyInfo\x12=\n\x0eUpdateResidual\x12\x13.w2a.v1.WeightChunk\x1a\x14.w2a.v1.UpdateResult(\x01\x12;\n\x08Rollback\x12\x17.w2a.v1.RollbackRequest\x1a\x16.w2a.v1.RollbackResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13w2a/v1/policy.proto\x12\x06w2a.v1\"\x7f\n\x05Image\x12\x0e\n\x06\x63\x61mera\x18\x01 \x01(\t\x12\'\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x15.w2a.v1.ImageEncoding\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\r\x12\r\n\x05width\x18\x05 \x01(\r\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\";\n\x0bObservation\x12\x1d\n\x06images\x18\x01 \x03(\x0b\x32\r.w2a.v1.Image\x12\r\n\x05state\x18\x02 \x03(\x02\"I\n\tSimOracle\x12\x16\n\x0e\x65xpert_actions\x18\x01 \x03(\x02\x12$\n\rfuture_frames\x18\x02 \x03(\x0b\x32\r.w2a.v1.Image\"\xa7\x02\n\nActRequest\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12(\n\x0bobservation\x18\x05 \x01(\x0b\x32\x13.w2a.v1.Observation\x12\x13\n\x0binstruction\x18\x06 \x01(\t\x12\r\n\x05skill\x18\x07 \x01(\t\x12\x13\n\x0b\x63lient_time\x18\x08 \x01(\x01\x12\x11\n\tbase_only\x18\t \x01(\x08\x12\x13\n\x0b\x65pisode_end\x18\n \x01(\x08\x12\x0f\n\x07success\x18\x0b \x01(\x08\x12\x12\n\nevaluation\x18\x0c \x01(\x08\x12!\n\x06oracle\x18\r \x01(\x0b\x32\x11.w2a.v1.SimOracle\"h\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x0f\n\x07\x62\x61se_ms\x18\x02 \x01(\x01\x12\x13\n\x0bresidual_ms\x18\x03 \x01(\x01\x12\x11\n\tserver_ms\x18\x04 \x01(\x01\x12\x12\n\nbatch_size\x18\x05 \x01(\r\"\x93\x02\n\x0b\x41\x63tResponse\x12\x12\n\nchunk_size\x18\x01 \x01(\r\x12\x12\n\naction_dim\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x63tions\x18\x03 \x03(\x02\x12\x14\n\x0c\x62\x61se_actions\x18\x04 \x03(\x02\x12\x18\n\x10residual_actions\x18\x05 \x03(\x02\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x04\x12\x10\n\x08\x66\x61llback\x18\x07 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x08 \x01(\t\x12 \n\x07timings\x18\t \x01(\x0b\x32\x0f.w2a.v1.Timings\x12\x0c\n\x04step\x18\n \x01(\x04\x12\x11\n\tbase_only\x18\x0b \x01(\x08\x12\x15\n\repisode_ended\x18\x0c \x01(\x08\"\x10\n\x0eGetInfoRequest\"9\n\nCameraInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\"\xae\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x1d\n\x15max_instruction_chars\x18\x02 \x01(\r\x12\x12\n\naction_low\x18\x03 \x03(\x02\x12\x13\n\x0b\x61\x63tion_high\x18\x04 \x03(\x02\x12\x19\n\x11residual_max_norm\x18\x05 \x01(\x02\x12\x11\n\tmax_batch\x18\x06 \x01(\r\x12\x13\n\x0bmax_wait_ms\x18\x07 \x01(\x01\"\xd2\x01\n\nPolicyInfo\x12\x12\n\naction_dim\x18\x01 \x01(\r\x12\x12\n\nchunk_size\x18\x02 \x01(\r\x12\x11\n\tstate_dim\x18\x03 \x01(\r\x12#\n\x07\x63\x61meras\x18\x04 \x03(\x0b\x32\x12.w2a.v1.CameraInfo\x12\x13\n\x0b\x62\x61se_policy\x18\x05 \x01(\t\x12\x18\n\x10residual_version\x18\x06 \x01(\x04\x12\x15\n\rkept_versions\x18\x07 \x03(\x04\x12\x1e\n\x06limits\x18\x08 \x01(\x0b\x32\x0e.w2a.v1.Limits\"8\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\r\n\x05\x64type\x18\x03 \x01(\t\"\x98\x01\n\x0eWeightManifest\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x16\n\x0eparent_version\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x62yte_length\x18\x04 \x01(\x04\x12#\n\x07tensors\x18\x05 \x03(\x0b\x32\x12.w2a.v1.TensorSpec\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\"T\n\x0bWeightChunk\x12*\n\x08manifest\x18\x01 \x01(\x0b\x32\x16.w2a.v1.WeightManifestH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"m\n\x0cUpdateResult\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x18\n\x10previous_version\x18\x03 \x01(\x04\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x0f\n\x07load_ms\x18\x05 \x01(\x01\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\";\n\x0eRollbackResult\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x18\n\x10previous_version\x18\x02 \x01(\x04*x\n\rImageEncoding\x12\x1e\n\x1aIMAGE_ENCODING_UNSPECIFIED\x10\x00\x12\x16\n\x12IMAGE_ENCODING_RAW\x10\x01\x12\x17\n\x13IMAGE_ENCODING_JPEG\x10\x02\x12\x16\n\x12IMAGE_ENCODING_PNG\x10\x03\x32\xac\x02\n\rPolicyService\x12.\n\x03\x41\x63t\x12\x12.w2a.v1.ActRequest\x1a\x13.w2a.v1.ActResponse\x12\x38\n\tStreamAct\x12\x12.w2a.v1.ActRequest\x1a\x13.w2a.v1.ActResponse(\x01\x30\x01\x12\x35\n\x07GetInfo\x12\x16.w2a.v1.GetInfoRequest\x1a\x12.w2a.v1.PolicyInfo\x12=\n\x0eUpdateResidual\x12\x13.w2a.v1.WeightChunk\x1a\x14.w2a.v1.UpdateResult(\x01\x12;\n\x08Rollback\x12\x17.w2a.v1.RollbackRequest\x1a\x16.w2a.v1.RollbackResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'w2a.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEENCODING']._serialized_start=1842
-  _globals['_IMAGEENCODING']._serialized_end=1962
+  _globals['_IMAGEENCODING']._serialized_start=1952
+  _globals['_IMAGEENCODING']._serialized_end=2072
   _globals['_IMAGE']._serialized_start=31
   _globals['_IMAGE']._serialized_end=158
   _globals['_OBSERVATION']._serialized_start=160
   _globals['_OBSERVATION']._serialized_end=219
-  _globals['_ACTREQUEST']._serialized_start=222
-  _globals['_ACTREQUEST']._serialized_end=482
-  _globals['_TIMINGS']._serialized_start=484
-  _globals['_TIMINGS']._serialized_end=588
-  _globals['_ACTRESPONSE']._serialized_start=591
-  _globals['_ACTRESPONSE']._serialized_end=866
-  _globals['_GETINFOREQUEST']._serialized_start=868
-  _globals['_GETINFOREQUEST']._serialized_end=884
-  _globals['_CAMERAINFO']._serialized_start=886
-  _globals['_CAMERAINFO']._serialized_end=943
-  _globals['_LIMITS']._serialized_start=946
-  _globals['_LIMITS']._serialized_end=1120
-  _globals['_POLICYINFO']._serialized_start=1123
-  _globals['_POLICYINFO']._serialized_end=1333
-  _globals['_TENSORSPEC']._serialized_start=1335
-  _globals['_TENSORSPEC']._serialized_end=1391
-  _globals['_WEIGHTMANIFEST']._serialized_start=1394
-  _globals['_WEIGHTMANIFEST']._serialized_end=1546
-  _globals['_WEIGHTCHUNK']._serialized_start=1548
-  _globals['_WEIGHTCHUNK']._serialized_end=1632
-  _globals['_UPDATERESULT']._serialized_start=1634
-  _globals['_UPDATERESULT']._serialized_end=1743
-  _globals['_ROLLBACKREQUEST']._serialized_start=1745
-  _globals['_ROLLBACKREQUEST']._serialized_end=1779
-  _globals['_ROLLBACKRESULT']._serialized_start=1781
-  _globals['_ROLLBACKRESULT']._serialized_end=1840
-  _globals['_POLICYSERVICE']._serialized_start=1965
-  _globals['_POLICYSERVICE']._serialized_end=2265
+  _globals['_SIMORACLE']._serialized_start=221
+  _globals['_SIMORACLE']._serialized_end=294
+  _globals['_ACTREQUEST']._serialized_start=297
+  _globals['_ACTREQUEST']._serialized_end=592
+  _globals['_TIMINGS']._serialized_start=594
+  _globals['_TIMINGS']._serialized_end=698
+  _globals['_ACTRESPONSE']._serialized_start=701
+  _globals['_ACTRESPONSE']._serialized_end=976
+  _globals['_GETINFOREQUEST']._serialized_start=978
+  _globals['_GETINFOREQUEST']._serialized_end=994
+  _globals['_CAMERAINFO']._serialized_start=996
+  _globals['_CAMERAINFO']._serialized_end=1053
+  _globals['_LIMITS']._serialized_start=1056
+  _globals['_LIMITS']._serialized_end=1230
+  _globals['_POLICYINFO']._serialized_start=1233
+  _globals['_POLICYINFO']._serialized_end=1443
+  _globals['_TENSORSPEC']._serialized_start=1445
+  _globals['_TENSORSPEC']._serialized_end=1501
+  _globals['_WEIGHTMANIFEST']._serialized_start=1504
+  _globals['_WEIGHTMANIFEST']._serialized_end=1656
+  _globals['_WEIGHTCHUNK']._serialized_start=1658
+  _globals['_WEIGHTCHUNK']._serialized_end=1742
+  _globals['_UPDATERESULT']._serialized_start=1744
+  _globals['_UPDATERESULT']._serialized_end=1853
+  _globals['_ROLLBACKREQUEST']._serialized_start=1855
+  _globals['_ROLLBACKREQUEST']._serialized_end=1889
+  _globals['_ROLLBACKRESULT']._serialized_start=1891
+  _globals['_ROLLBACKRESULT']._serialized_end=1950
+  _globals['_POLICYSERVICE']._serialized_start=2075
+  _globals['_POLICYSERVICE']._serialized_end=2375
 # @@protoc_insertion_point(module_scope)

@@ -42,8 +42,16 @@ class Observation(_message.Message):
     state: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., state: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class SimOracle(_message.Message):
+    __slots__ = ("expert_actions", "future_frames")
+    EXPERT_ACTIONS_FIELD_NUMBER: _ClassVar[int]
+    FUTURE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    expert_actions: _containers.RepeatedScalarFieldContainer[float]
+    future_frames: _containers.RepeatedCompositeFieldContainer[Image]
+    def __init__(self, expert_actions: _Optional[_Iterable[float]] = ..., future_frames: _Optional[_Iterable[_Union[Image, _Mapping]]] = ...) -> None: ...
+
 class ActRequest(_message.Message):
-    __slots__ = ("robot_id", "session_id", "episode_id", "step", "observation", "instruction", "skill", "client_time", "base_only", "episode_end", "success", "evaluation")
+    __slots__ = ("robot_id", "session_id", "episode_id", "step", "observation", "instruction", "skill", "client_time", "base_only", "episode_end", "success", "evaluation", "oracle")
     ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +64,7 @@ class ActRequest(_message.Message):
     EPISODE_END_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    ORACLE_FIELD_NUMBER: _ClassVar[int]
     robot_id: str
     session_id: str
     episode_id: str
@@ -68,7 +77,8 @@ class ActRequest(_message.Message):
     episode_end: bool
     success: bool
     evaluation: bool
-    def __init__(self, robot_id: _Optional[str] = ..., session_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Observation, _Mapping]] = ..., instruction: _Optional[str] = ..., skill: _Optional[str] = ..., client_time: _Optional[float] = ..., base_only: _Optional[bool] = ..., episode_end: _Optional[bool] = ..., success: _Optional[bool] = ..., evaluation: _Optional[bool] = ...) -> None: ...
+    oracle: SimOracle
+    def __init__(self, robot_id: _Optional[str] = ..., session_id: _Optional[str] = ..., episode_id: _Optional[str] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Observation, _Mapping]] = ..., instruction: _Optional[str] = ..., skill: _Optional[str] = ..., client_time: _Optional[float] = ..., base_only: _Optional[bool] = ..., episode_end: _Optional[bool] = ..., success: _Optional[bool] = ..., evaluation: _Optional[bool] = ..., oracle: _Optional[_Union[SimOracle, _Mapping]] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("queue_ms", "base_ms", "residual_ms", "server_ms", "batch_size")
