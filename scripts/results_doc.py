@@ -25,9 +25,13 @@ def summary(report: dict) -> dict:
     by_task: dict[str, dict] = {}
     for e in report["evaluation"]:
         by_task.setdefault(e["task"], {})[e["arm"]] = e
+    paired = report.get("paired", {})
     tasks = [{"task": t, "episodes": a["base"]["episodes"],
               "base_success_rate": a["base"]["success_rate"], "w2a_success_rate": a["w2a"]["success_rate"],
-              "base_ci95": a["base"]["ci95"], "w2a_ci95": a["w2a"]["ci95"]}
+              "base_ci95": a["base"]["ci95"], "w2a_ci95": a["w2a"]["ci95"],
+              "p_value": paired.get(t, {}).get("p_value"),  # w2a vs base, exact McNemar (paired)
+              "arms": {arm: {"success_rate": e["success_rate"], "ci95": e["ci95"], "episodes": e["episodes"]}
+                       for arm, e in a.items()}}
              for t, a in by_task.items() if "base" in a and "w2a" in a]
     keys = ("v2a_top1_same_skill", "a2v_top1_same_skill", "v2a_top1_all", "chance_top1_same_skill",
             "chance_top1_all", "recon_mse")

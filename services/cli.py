@@ -539,6 +539,34 @@ def diagnose_scene(
     typer.echo(json.dumps({"chunk_size": 8, "vae_cell_px": 8, "rows": rows}, indent=1))
 
 
+@diagnose_app.command("links")
+def diagnose_links(
+    run: Path = typer.Option(..., help="A `w2a demo` run directory (base/, world_model/, stage1_chunk/)."),
+    tasks: str = typer.Option("pick-place-v3,push-v3", help="Comma-separated Meta-World tasks."),
+    episodes: int = typer.Option(6, min=1, help="Base rollouts per task (on seeds of their own)."),
+    max_chunks: int = typer.Option(64, min=2, help="On-policy chunks per task."),
+    camera: str = typer.Option(DEFAULT_CAMERA),
+    size: int = typer.Option(64, min=16),
+    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1),
+    max_steps: int = typer.Option(60, min=1, help="Policy-step limit per rollout."),
+) -> None:
+    """Where the World2Act signal is lost: e_base, e_wm, e_real, e_copy, cos_grad, WM error, retrieval."""
+    import torch
+
+    from services.trainer.diagnostics import DiagnoseConfig, diagnose_run
+
+    torch.set_num_threads(1)
+    try:
+        result = diagnose_run(run, [t.strip() for t in tasks.split(",") if t.strip()],
+                              {"camera": camera, "image_size": size, "action_repeat": action_repeat,
+                               "max_steps": max_steps},
+                              DiagnoseConfig(episodes=episodes, max_chunks=max_chunks),
+                              progress=lambda m: typer.echo(m, err=True))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=1))
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks over real servers (JSON output).")
 app.add_typer(bench_app, name="bench")
 

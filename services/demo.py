@@ -54,6 +54,11 @@ class DemoProfile:
     residual_scale: float = 0.05
     trainer_lr: float = 3e-4
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
+    upper_eval_episodes: int = 10  # per task for the upper-bound arms (the base's first seeds)
+    # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
+    # are upper bounds taught by the simulator's oracle.
+    arms: tuple[str, ...] = ("w2a",)
+    residual_max_norm: float = 0.5  # the policy server's per-step cap on the residual vector
     wm_eval_clips: int = 12  # held-out clips for the world-model diagnosis
 
 
@@ -62,7 +67,8 @@ PROFILES = {
     "tiny": DemoProfile("tiny", tasks=("push-v3",), demos_per_task=3, base_demos_per_task=2,
                         base_steps=100, wm_vae_steps=4, wm_dit_steps=20, wm_latent_clips=32,
                         stage1_steps=50, rollout_rounds=1, rollout_episodes_per_task=2,
-                        eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2),
+                        eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2,
+                        arms=("w2a", "expert_corrected"), upper_eval_episodes=2),
     "default": DemoProfile("default"),
     "full": DemoProfile("full", tasks=("pick-place-v3", "push-v3", "drawer-open-v3"),
                         demos_per_task=20, base_demos_per_task=4, wm_vae_steps=200,
@@ -142,7 +148,7 @@ def _success_by_version(results) -> dict[int, dict]:
     return {v: {"episodes": len(s), "success_rate": float(np.mean(s))} for v, s in sorted(by.items())}
 
 
-def _wait_drained(redis_url: str, timeout: float, leftover: int = 1) -> dict:
+def _wait_drained(redis_url: str, timeout: float, leftover: int = 1, stream: str = "w2a:rollouts") -> dict:
     """Wait until the trainer has read every rollout and acked all but a last partial chunk."""
     import redis
 
@@ -153,9 +159,9 @@ def _wait_drained(redis_url: str, timeout: float, leftover: int = 1) -> dict:
     info = {"lag": None, "pending": None}
     try:
         while time.monotonic() < deadline:
-            if client.exists("w2a:rollouts"):
-                info = {"lag": group_lag(client, "w2a:rollouts", "trainer"),
-                        "pending": int(client.xpending("w2a:rollouts", "trainer")["pending"])}
+            if client.exists(stream):
+                info = {"lag": group_lag(client, stream, "trainer"),
+                        "pending": int(client.xpending(stream, "trainer")["pending"])}
                 if info["lag"] == 0 and info["pending"] <= leftover:
                     return info
             time.sleep(1.0)
@@ -191,6 +197,100 @@ def _skill_wm_gif(wm_url: str, data: Path, task: str, out: Path, chunk: int) -> 
     return write_video(out, np.stack(frames), fps=6)
 
 
+# Trained arms: (trainer mode, the oracle the rollout robots attach). Only "w2a" is World2Act;
+# the upper bounds learn from the simulator's oracle and are never the headline.
+ARM_MODES = {"w2a": ("world_model", ""), "w2a_real_future": ("real_future", "expert+future"),
+             "expert_corrected": ("expert_corrected", "expert")}
+UPPER_BOUND_ARMS = ("w2a_real_future", "expert_corrected")
+
+
+def _eval_episodes(p: DemoProfile, arm: str) -> int:
+    return p.upper_eval_episodes if arm in UPPER_BOUND_ARMS else p.eval_episodes
+
+
+def _robot(p: DemoProfile, name: str, task: str, target: str, token: str, seeds, **kw):
+    from services.robot_sim.robot import RobotConfig
+
+    return RobotConfig(name, task, target, token, seeds, image_size=p.image_size, max_steps=p.max_steps,
+                       camera=p.camera, action_repeat=p.action_repeat, **kw)
+
+
+def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
+    """A fresh policy server (residual v0) and trainer in the arm's mode, on-policy rollout
+    rounds on rollout seeds while it learns and pushes, then the final checkpoint and push."""
+    import redis
+
+    from services.policy.client import PolicyClient
+    from services.robot_sim.robot import result_dict, run_robots, split_seeds
+
+    mode, oracle = ARM_MODES[arm]
+    stream = f"w2a:rollouts:{arm}"
+    stack.restart_policy({"W2A_POLICY_ROLLOUT_STREAM": stream,
+                          "W2A_POLICY_RESIDUAL_MAX_NORM": str(p.residual_max_norm)},
+                         out / "stack" / f"policy_{arm}")
+    trainer_out = out / f"trainer_{arm}"
+    stack.start_trainer(out / "stage1_chunk" / "checkpoint", {
+        "W2A_TRAINER_BATCH_SIZE": str(p.trainer_batch), "W2A_TRAINER_PUSH_EVERY": str(p.push_every),
+        "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
+        "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": f"demo-trainer-{arm}",
+        "W2A_TRAINER_STREAM": stream, "W2A_TRAINER_DEAD_LETTER_STREAM": f"{stream}:dlq",
+        "W2A_TRAINER_MODE": mode, "W2A_TRAINER_OUT": str(trainer_out)})
+    target, token = stack.address("policy"), stack.config.robot_token
+    rollouts = []
+    for rnd in range(p.rollout_rounds):
+        configs = []
+        for t_i, task in enumerate(p.tasks):  # every arm rolls out on the same rollout seeds
+            first = ROLLOUT_SEEDS_START + 10_000 * t_i + rnd * p.rollout_episodes_per_task
+            seeds = list(range(first, first + p.rollout_episodes_per_task))
+            configs += [_robot(p, f"sim-{task}-{i}", task, target, token, g, oracle=oracle)
+                        for i, g in enumerate(split_seeds(seeds, p.robots))]
+        results = run_robots(configs, processes=p.robots)
+        rollouts += results
+        drained = _wait_drained(stack.redis_url, timeout=900, stream=stream)
+        versions = sorted({v for r in results for v in r.policy_versions})
+        rate = float(np.mean([r.success for r in results]))
+        print(f"  round {rnd + 1}/{p.rollout_rounds}: {len(results)} episodes, success {rate:.2f}, "
+              f"policy versions seen {versions}, stream {drained}")
+    stack.stop_service("trainer", timeout=120)  # final checkpoint, ack and push
+    history_file = trainer_out / "stage2_history.jsonl"
+    history = [json.loads(line) for line in history_file.read_text().splitlines()] if history_file.exists() else []
+    rds = redis.Redis.from_url(stack.redis_url)
+    report = {
+        "mode": mode, "oracle": oracle, "rollout_episodes": len(rollouts), "updates": len(history),
+        "stream_entries": int(rds.xlen(stream)),
+        "dead_letters": int(rds.xlen(f"{stream}:dlq")) if rds.exists(f"{stream}:dlq") else 0,
+        "success_by_policy_version": _success_by_version(rollouts),
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+        "last_residual_abs_max": history[-1]["residual_abs_max"] if history else None,
+        "last_residual_rms": float(np.sqrt(history[-1]["residual_l2"])) if history else None,
+        "losses": [(h["update"], h["loss"]) for h in history],
+        "rollouts": [result_dict(r) for r in rollouts]}
+    rds.close()
+    with PolicyClient(target, token) as c:
+        report["final_policy_version"] = int(c.info().residual_version)
+    print(f"  {len(history)} updates, policy now v{report['final_policy_version']}")
+    return report
+
+
+def _evaluate(stack, p: DemoProfile, arm: str) -> list[dict]:
+    """One arm on the evaluation seeds (the same seeds for every arm: paired comparisons)."""
+    from services.robot_sim.robot import run_robots, split_seeds, summarise
+
+    target, token = stack.address("policy"), stack.config.robot_token
+    out = []
+    for t_i, task in enumerate(p.tasks):
+        first = p.eval_seed_start + 10_000 * t_i
+        seeds = list(range(first, first + _eval_episodes(p, arm)))
+        configs = [_robot(p, f"eval-{arm}-{i}", task, target, token, g, base_only=arm == "base",
+                          evaluation=True) for i, g in enumerate(split_seeds(seeds, p.robots))]
+        summary = summarise(task, arm, run_robots(configs, processes=p.robots))
+        out.append(summary)
+        print(f"  {task:16s} {arm:16s} {summary['successes']}/{summary['episodes']} "
+              f"= {summary['success_rate']:.2f}  ci95 [{summary['ci95'][0]:.2f}, {summary['ci95'][1]:.2f}]")
+    return out
+
+
 def run_demo(out: Path, profile: DemoProfile) -> dict:
     import redis
     import torch
@@ -210,7 +310,7 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = profile
-    clock = PhaseClock(total=7)
+    clock = PhaseClock(total=6 + 2 * len(p.arms))
     report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     spawn = mp.get_context("spawn")
 
@@ -264,64 +364,21 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
         print(f"  world model: latent MSE {wm_eval['latent_mse_model']:.5f} vs copy-first-frame "
               f"{wm_eval['latent_mse_copy_frame']:.5f}, wrong skill {wm_eval['latent_mse_wrong_skill']:.5f}")
 
-        clock.start("Stage 2: sim robots roll out while the trainer learns and pushes")
-        stack.start_trainer(out / "stage1_chunk" / "checkpoint", {
-            "W2A_TRAINER_BATCH_SIZE": str(p.trainer_batch), "W2A_TRAINER_PUSH_EVERY": str(p.push_every),
-            "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
-            "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": "demo-trainer"})
         target, token = stack.address("policy"), stack.config.robot_token
-        rollouts = []
-        for rnd in range(p.rollout_rounds):
-            configs = []
-            for t_i, task in enumerate(p.tasks):
-                first = ROLLOUT_SEEDS_START + 10_000 * t_i + rnd * p.rollout_episodes_per_task
-                seeds = list(range(first, first + p.rollout_episodes_per_task))
-                configs += [RobotConfig(f"sim-{task}-{i}", task, target, token, g,
-                                        image_size=p.image_size, max_steps=p.max_steps,
-                                        camera=p.camera, action_repeat=p.action_repeat)
-                            for i, g in enumerate(split_seeds(seeds, p.robots))]
-            results = run_robots(configs, processes=p.robots)
-            rollouts += results
-            drained = _wait_drained(stack.redis_url, timeout=900)
-            versions = sorted({v for r in results for v in r.policy_versions})
-            rate = float(np.mean([r.success for r in results]))
-            print(f"  round {rnd + 1}/{p.rollout_rounds}: {len(results)} episodes, success {rate:.2f}, "
-                  f"policy versions seen {versions}, stream {drained}")
-        stack.stop_service("trainer", timeout=120)  # final checkpoint, ack and push
-        history = [json.loads(line) for line in
-                   (out / "stack" / "trainer" / "stage2_history.jsonl").read_text().splitlines()]
-        rds = redis.Redis.from_url(stack.redis_url)
-        report["stage2"] = {
-            "rollout_episodes": len(rollouts), "updates": len(history),
-            "stream_entries": int(rds.xlen("w2a:rollouts")),
-            "dead_letters": int(rds.xlen("w2a:rollouts:dlq")) if rds.exists("w2a:rollouts:dlq") else 0,
-            "success_by_policy_version": _success_by_version(rollouts),
-            "first_loss": history[0]["loss"] if history else None,
-            "last_loss": history[-1]["loss"] if history else None,
-            "last_residual_abs_max": history[-1]["residual_abs_max"] if history else None,
-            "last_residual_rms": float(np.sqrt(history[-1]["residual_l2"])) if history else None,
-            "rollouts": [result_dict(r) for r in rollouts]}
-        rds.close()
-        with PolicyClient(target, token) as c:
-            report["stage2"]["final_policy_version"] = int(c.info().residual_version)
-        print(f"  {len(history)} updates, policy now v{report['stage2']['final_policy_version']}")
-
-        clock.start(f"evaluate base vs w2a ({p.eval_episodes} episodes per task and arm, same seeds)")
-        evaluation = []
-        for t_i, task in enumerate(p.tasks):
-            first = p.eval_seed_start + 10_000 * t_i
-            seeds = list(range(first, first + p.eval_episodes))
-            for arm in ("base", "w2a"):
-                configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, g, base_only=arm == "base",
-                                       evaluation=True, image_size=p.image_size, max_steps=p.max_steps,
-                                       camera=p.camera, action_repeat=p.action_repeat)
-                           for i, g in enumerate(split_seeds(seeds, p.robots))]
-                summary = summarise(task, arm, run_robots(configs, processes=p.robots))
-                evaluation.append(summary)
-                print(f"  {task:16s} {arm:4s} {summary['successes']}/{summary['episodes']} "
-                      f"= {summary['success_rate']:.2f}  ci95 [{summary['ci95'][0]:.2f}, {summary['ci95'][1]:.2f}]")
+        evaluation, stage2 = [], {}
+        for arm in p.arms:
+            clock.start(f"Stage 2 [{arm}]: sim robots roll out while the trainer learns and pushes"
+                        + ("  (UPPER BOUND: simulator oracle)" if arm in UPPER_BOUND_ARMS else ""))
+            stage2[arm] = _train_arm(stack, out, p, arm)
+            clock.start(f"evaluate {arm} ({_eval_episodes(p, arm)} episodes per task, the base's seeds)")
+            evaluation += _evaluate(stack, p, arm)
+        clock.start(f"evaluate base ({p.eval_episodes} episodes per task)")
+        evaluation += _evaluate(stack, p, "base")
+        report["stage2"] = stage2.get("w2a") or next(iter(stage2.values()), {})
+        report["stage2_arms"] = stage2
         report["evaluation"] = evaluation
         report["paired"] = paired_by_task(evaluation)
+        report["paired_arms"] = {arm: paired_by_task(evaluation, treatment=arm) for arm in p.arms}
         for task, cmp in report["paired"].items():
             print(f"  {task:16s} w2a - base {100 * cmp['difference']:+.0f} points (paired bootstrap "
                   f"ci95 [{100 * cmp['difference_ci95'][0]:+.0f}, {100 * cmp['difference_ci95'][1]:+.0f}]), "
@@ -333,11 +390,11 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     finally:
         stack.stop()
     plots = {}
-    if history:
-        plots["stage2_loss"] = plot_curves(out / "stage2_loss.png", {
-            "loss": [(h["update"], h["loss"]) for h in history],
-            "contrastive": [(h["update"], h["contrastive"]) for h in history]}, "Stage 2 loss").name
-    by_version = report["stage2"]["success_by_policy_version"]
+    curves = {arm: s2["losses"] for arm, s2 in report["stage2_arms"].items() if s2.get("losses")}
+    if curves:
+        plots["stage2_loss"] = plot_curves(out / "stage2_loss.png", curves,
+                                           "Stage 2 loss per update, by arm").name
+    by_version = report["stage2"].get("success_by_policy_version")
     if by_version:
         plots["success_vs_version"] = plot_curves(out / "success_vs_version.png", {
             "rollout success": [(v, d["success_rate"]) for v, d in by_version.items()]},
@@ -364,6 +421,23 @@ def paired_by_task(evaluation: list[dict], control: str = "base", treatment: str
         arms.setdefault(e["task"], {})[e["arm"]] = {int(s): bool(v) for s, v in e["outcomes"].items()}
     return {task: paired_comparison(a[control], a[treatment]).as_dict()
             for task, a in arms.items() if control in a and treatment in a}
+
+
+def arms_table(r: dict) -> list[str]:
+    """Per task and arm: success, interval and the paired p-value against the base."""
+    paired = r.get("paired_arms", {})
+    rows = ["## All arms (upper bounds are labelled; they use the simulator's oracle)", "",
+            "| task | arm | episodes | success rate | 95 % interval | vs base (points) | paired p |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for e in r["evaluation"]:
+        c = paired.get(e["arm"], {}).get(e["task"])
+        label = e["arm"] + (" (upper bound)" if e["arm"] in UPPER_BOUND_ARMS else "")
+        vs = f"{100 * c['difference']:+.0f} on {c['episodes']}" if c else ""
+        rows.append(f"| {e['task']} | {label} | {e['episodes']} | {e['success_rate']:.2f} | "
+                    f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | {vs} | {c['p_value']:.3g} |" if c else
+                    f"| {e['task']} | {label} | {e['episodes']} | {e['success_rate']:.2f} | "
+                    f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | | |")
+    return rows + [""]
 
 
 def stage1_table(stage1: dict) -> list[str]:
@@ -415,6 +489,7 @@ def render_report(r: dict) -> str:
     if overlap:
         lines += ["The intervals of the two arms overlap on every task: at this size the run does not "
                   "show that the residual helps (or hurts). See the diagnosis figures below.", ""]
+    lines += arms_table(r)
     s1, s2 = r["stage1"], r["stage2"]
     lines += ["## Stage 1 (held-out demos, chunk-level retrieval)", "", *stage1_table(s1)]
     lines += ["", "## Stage 2", "",

@@ -102,6 +102,7 @@ class Stack:
         fh.close()
 
     def _add(self, name: str, address: str, args: list[str], env: dict[str, str]) -> Service:
+        self.services = [s for s in self.services if s.name != name]  # a replaced, stopped one
         service = Service(name, None, address, args=args, env=env)
         self._launch(service)
         self.services.append(service)
@@ -176,8 +177,19 @@ class Stack:
             _wait(lambda: client.info() is not None, "policy server", s.process, s.log_file,
                   self.config.ready_timeout_s)
 
+    def restart_policy(self, env: dict[str, str], state_dir: Path) -> None:
+        """Replace the policy server with a fresh one (its own residual versions in ``state_dir``)
+        and extra ``W2A_POLICY_*`` settings: each trained arm of an experiment starts from v0."""
+        self.stop_service("policy")
+        self.config.policy_env.update(env)
+        self.config.policy_env["W2A_POLICY_STATE_DIR"] = str(state_dir)
+        self._start_policy()
+        self._write_state()
+
     def start_trainer(self, adapters: Path, env: dict[str, str] | None = None) -> None:
-        """Add the Stage 2 trainer to a running stack (e.g. once Stage 1 has produced adapters)."""
+        """Add the Stage 2 trainer to a running stack (e.g. once Stage 1 has produced adapters);
+        a trainer already running is stopped first (it checkpoints and pushes)."""
+        self.stop_service("trainer", timeout=120)
         self.config.adapters = Path(adapters)
         self.config.trainer_env.update(env or {})
         self._start_trainer()

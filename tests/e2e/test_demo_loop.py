@@ -39,10 +39,19 @@ def test_tiny_demo_then_up_status_down(tmp_path):
     assert (run / "report.md").read_text().startswith("# World2Act demo report")
     assert report["stage2"]["stream_entries"] > 0  # rollouts reached Redis
     assert report["stage2"]["final_policy_version"] >= 1  # a push was accepted
-    assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a"}
+    assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a", "expert_corrected"}
+    upper = report["stage2_arms"]["expert_corrected"]  # the oracle path, end to end
+    assert upper["mode"] == "expert_corrected" and upper["updates"] >= 1 and upper["final_policy_version"] >= 1
+    assert set(report["paired"]) == {"push-v3"} and 0.0 <= report["paired"]["push-v3"]["p_value"] <= 1.0
     assert all(0.0 <= e["ci95"][0] <= e["success_rate"] <= e["ci95"][1] <= 1.0 for e in report["evaluation"])
     assert (run / "skill_wm.gif").stat().st_size > 0
     assert not (run / "stack" / "stack.json").exists()  # the demo's stack is down
+
+    diag = _w2a("diagnose", "links", "--run", str(run), "--tasks", "push-v3", "--episodes", "1",
+                "--max-chunks", "4", "--max-steps", "40", timeout=600)
+    assert diag.returncode == 0, diag.stderr[-3000:]
+    links = json.loads(diag.stdout)["tasks"]["push-v3"]
+    assert links["chunks"] >= 2 and links["e_base"] > 0 and -1 <= links["cos_grad_wm"] <= 1
 
     stack_dir = tmp_path / "stack"
     up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--run-dir", str(stack_dir),
