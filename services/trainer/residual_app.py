@@ -50,6 +50,7 @@ def trainer_config(settings: TrainerSettings) -> ResidualTrainerConfig:
         checkpoint_every=settings.checkpoint_every, push_every=settings.push_every,
         residual_hidden=settings.residual_hidden, residual_layers=settings.residual_layers,
         residual_scale=settings.residual_scale, seed=settings.seed, mode=settings.mode,
+        steps_per_batch=settings.steps_per_batch,
         loss=Stage2Config(temperature=settings.temperature, residual_l2=settings.residual_l2,
                           lr=settings.lr))
 

@@ -61,6 +61,9 @@ class ResidualTrainerConfig:
     loss: Stage2Config = field(default_factory=Stage2Config)
     seed: int = 0
     mode: TrainerMode = "world_model"  # the two others are upper bounds (simulator oracle)
+    # Optimizer steps on each batch (its targets fetched once). On-policy data is scarce and a
+    # residual starts at zero: one step per batch barely moves it in a short run.
+    steps_per_batch: int = 1
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -278,25 +281,19 @@ class ResidualTrainer:
             self._build(self._residual_config_for(samples[0]))
         features = torch.from_numpy(np.stack([s.features for s in samples]))
         base = torch.from_numpy(np.stack([s.base for s in samples]))
+        expert = torch.from_numpy(np.stack([s.expert for s in samples])) if expert_mode else None
         self.residual.train()
-        if expert_mode:
-            expert = torch.from_numpy(np.stack([s.expert for s in samples]))
-            loss, stats = expert_residual_loss(self.residual, features, base, expert)
-        else:
-            loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents,
-                                      self.config.loss)
         result = "skipped_nonfinite"
-        if torch.isfinite(loss):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(self.residual.parameters(), 1.0)
-            if torch.isfinite(norm):
-                before = {k: v.clone() for k, v in self.residual.state_dict().items()}
-                self.optimizer.step()
-                if all(torch.isfinite(v).all() for v in self.residual.state_dict().values()):
-                    result = "applied"
-                else:  # never keep (let alone push) a non-finite residual
-                    self.residual.load_state_dict(before)
+        for _ in range(self.config.steps_per_batch):
+            if expert_mode:
+                loss, stats = expert_residual_loss(self.residual, features, base, expert)
+            else:
+                loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents,
+                                          self.config.loss)
+            if not self._apply(loss):
+                result = "skipped_nonfinite"
+                break
+            result = "applied"
         self.residual.eval()
         # the chunks are consumed either way: a non-finite batch would only fail again
         self.buffer = self.buffer[n:]
@@ -314,6 +311,22 @@ class ResidualTrainer:
         if self.pusher is not None and self.updates % self.config.push_every == 0:
             self.push()
         return stats
+
+    def _apply(self, loss: torch.Tensor) -> bool:
+        """One optimizer step; False (weights untouched) if the loss, gradient or result is not finite."""
+        if not torch.isfinite(loss):
+            return False
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.residual.parameters(), 1.0)
+        if not torch.isfinite(norm):
+            return False
+        before = {k: v.clone() for k, v in self.residual.state_dict().items()}
+        self.optimizer.step()
+        if all(torch.isfinite(v).all() for v in self.residual.state_dict().values()):
+            return True
+        self.residual.load_state_dict(before)  # never keep (let alone push) a non-finite residual
+        return False
 
     def push(self) -> None:
         if self.residual is None or self.pusher is None:

@@ -41,6 +41,7 @@ class TrainerSettings(BaseSettings):
     # optimisation
     batch_size: int = Field(32, ge=2)  # chunks per update (in-batch negatives)
     lr: float = Field(1e-4, gt=0)
+    steps_per_batch: int = Field(1, ge=1)  # optimizer steps on each batch (targets fetched once)
     temperature: float = Field(0.07, gt=0)
     residual_l2: float = Field(0.01, ge=0)
     max_wait_s: float = Field(5.0, ge=0)  # train on a partial batch after this long without data
