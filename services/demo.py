@@ -54,6 +54,9 @@ class DemoProfile:
     residual_scale: float = 0.05
     trainer_lr: float = 3e-4
     trainer_steps_per_batch: int = 1
+    local_negatives: int = 0  # Stage 2 local negatives (see services.trainer.stage2.Stage2Config)
+    base_negative: bool = False
+    wm_features: str = "dit_pooled"  # or "latent_map" (spatial; Stage 1 then uses the spatial adapter)
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for the upper-bound arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -243,6 +246,9 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
         "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
         "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": f"demo-trainer-{arm}",
         "W2A_TRAINER_STEPS_PER_BATCH": str(p.trainer_steps_per_batch),
+        "W2A_TRAINER_LOCAL_NEGATIVES": str(p.local_negatives),
+        "W2A_TRAINER_LOCAL_NOISE": str(max(0.05, 0.1 * p.residual_scale)),
+        "W2A_TRAINER_BASE_NEGATIVE": str(p.base_negative).lower(),
         "W2A_TRAINER_STREAM": stream, "W2A_TRAINER_DEAD_LETTER_STREAM": f"{stream}:dlq",
         "W2A_TRAINER_MODE": mode, "W2A_TRAINER_OUT": str(trainer_out)})
     target, token = stack.address("policy"), stack.config.robot_token

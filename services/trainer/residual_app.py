@@ -52,7 +52,8 @@ def trainer_config(settings: TrainerSettings) -> ResidualTrainerConfig:
         residual_scale=settings.residual_scale, seed=settings.seed, mode=settings.mode,
         steps_per_batch=settings.steps_per_batch,
         loss=Stage2Config(temperature=settings.temperature, residual_l2=settings.residual_l2,
-                          lr=settings.lr))
+                          lr=settings.lr, local_negatives=settings.local_negatives,
+                          local_noise=settings.local_noise, base_negative=settings.base_negative))
 
 
 def stream_config(settings: TrainerSettings) -> StreamConfig:

@@ -44,6 +44,9 @@ class TrainerSettings(BaseSettings):
     steps_per_batch: int = Field(1, ge=1)  # optimizer steps on each batch (targets fetched once)
     temperature: float = Field(0.07, gt=0)
     residual_l2: float = Field(0.01, ge=0)
+    local_negatives: int = Field(0, ge=0)  # noisy copies of a_final as negatives of their row
+    local_noise: float = Field(0.1, gt=0)  # their standard deviation
+    base_negative: bool = False  # a_base as a negative of its own row
     max_wait_s: float = Field(5.0, ge=0)  # train on a partial batch after this long without data
     checkpoint_every: int = Field(1, ge=1)  # updates per checkpoint (acks follow checkpoints)
     push_every: int = Field(10, ge=1)  # updates per push to the policy server

@@ -34,6 +34,8 @@ class Stage1Config:
     reconstruction_weight: float = 1.0
     holdout_fraction: float = 0.2
     seed: int = 0
+    video_encoder: str = "temporal"  # "spatial" for the world model's latent_map features
+    latent_channels: int = 16
 
 
 def split_by_demo(chunks: ChunkSet, fraction: float, seed: int) -> tuple[ChunkSet, ChunkSet]:
@@ -113,7 +115,8 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
     train, held = split_by_demo(chunks, config.holdout_fraction, config.seed)
     pairs = trajectory_pairs(train) if config.alignment == "trajectory" else train
     adapter_cfg = AdapterConfig(token_dim=chunks.latents.shape[-1], action_dim=chunks.actions.shape[-1],
-                                chunk_size=chunks.actions.shape[1])
+                                chunk_size=chunks.actions.shape[1], video_encoder=config.video_encoder,
+                                latent_channels=config.latent_channels)
     model = Stage1Adapters(adapter_cfg)
     start_step = 0
     ckpt_dir = out / "checkpoint"

@@ -32,6 +32,14 @@ class Stage2Config:
     temperature: float = 0.07
     residual_l2: float = 0.01
     lr: float = 1e-4
+    # Local negatives (issue 17): with in-batch negatives alone, rows are consecutive chunks of
+    # a few episodes and lowering the loss means making rows distinguishable, not moving a row
+    # toward the right action. Local negatives compete with the row's own action: the base
+    # action itself and the final action plus noise, so the softmax ranks *nearby* actions and
+    # the gradient climbs the video/action similarity around a_final.
+    local_negatives: int = 0  # noisy copies of a_final per row (detached)
+    local_noise: float = 0.1  # their standard deviation (the residual's scale)
+    base_negative: bool = False  # a_base as a negative of its own row
 
 
 @dataclass
@@ -103,12 +111,30 @@ def stage2_loss(adapters: Stage1Adapters, residual: ResidualPolicy, features: to
     with torch.no_grad():
         z_video = adapters.video(video_latents)
     res = residual(features, base)
-    z_action = adapters.action(base + res)
-    contrastive = info_nce(z_video, z_action, config.temperature)
+    final = base + res
+    z_action = adapters.action(final)
+    hard = _local_negatives(adapters, base, final, config)
+    contrastive = info_nce(z_video, z_action, config.temperature, hard_negative_actions=hard)
     l2 = (res ** 2).mean()
     loss = contrastive + config.residual_l2 * l2
     return loss, {"loss": loss.item(), "contrastive": contrastive.item(), "residual_l2": l2.item(),
                   "residual_abs_max": res.detach().abs().max().item()}
+
+
+def _local_negatives(adapters: Stage1Adapters, base: torch.Tensor, final: torch.Tensor,
+                     config: Stage2Config) -> torch.Tensor | None:
+    """[B, K, E] embeddings of the row's local negatives (no gradient through them), or None."""
+    chunks = []
+    if config.base_negative:
+        chunks.append(base)
+    for _ in range(config.local_negatives):
+        chunks.append(final.detach() + config.local_noise * torch.randn_like(final))
+    if not chunks:
+        return None
+    stacked = torch.stack(chunks, dim=1)  # [B, K, M, A]
+    with torch.no_grad():
+        z = adapters.action(stacked.flatten(0, 1))
+    return z.view(base.shape[0], len(chunks), -1)
 
 
 def expert_residual_loss(residual: ResidualPolicy, features: torch.Tensor, base: torch.Tensor,

@@ -43,7 +43,8 @@ class _WorldModelBackend:
             guidance_scale=float(params.get("guidance_scale") or 1.0),
             tap_block=int(params.get("tap_block") or -2),
             tap_sigma=float(params.get("tap_sigma") or 0.05),
-            tap_seed=int(params.get("tap_seed") or 0))
+            tap_seed=int(params.get("tap_seed") or 0),
+            features=params.get("features") or os.environ.get("W2A_WM_FEATURES") or "dit_pooled")
         self.model = WorldModel.from_pretrained(model_dir, wm_config)
         self.max_video_frames = int(params.get("max_video_frames") or 257)
         self.max_pixels = int(params.get("max_pixels") or 512 * 512)

@@ -47,3 +47,27 @@ def test_adapters_reject_wrong_shapes_with_clear_errors():
         AdapterConfig(embed_dim=0)
     with pytest.raises(ValueError):
         AdapterConfig(video_kernel=4)
+
+
+def test_spatial_video_adapter_reads_maps_and_knows_where_things_are():
+    import pytest
+    import torch
+
+    from w2a_models.adapters import AdapterConfig, Stage1Adapters
+
+    cfg = AdapterConfig(token_dim=16 * 8 * 8, embed_dim=32, video_hidden=64, video_encoder="spatial")
+    adapters = Stage1Adapters(cfg)
+    z = adapters.video(torch.randn(5, 2, 16 * 64))
+    assert z.shape == (5, 32)
+    # a blob moved to another corner of the map changes the embedding (flattened, not pooled)
+    a = torch.zeros(1, 2, 16, 8, 8)
+    b = torch.zeros(1, 2, 16, 8, 8)
+    a[..., 1, 1], b[..., 6, 6] = 3.0, 3.0
+    za, zb = adapters.video(a.flatten(2)), adapters.video(b.flatten(2))
+    assert not torch.allclose(za, zb, atol=1e-4)
+    with pytest.raises(ValueError, match="square maps"):
+        AdapterConfig(token_dim=16 * 10, video_encoder="spatial")
+    with pytest.raises(ValueError, match="video_encoder"):
+        AdapterConfig(video_encoder="pooled")
+    with pytest.raises(ValueError, match=r"\[batch, frames, 1024\]"):
+        adapters.video(torch.randn(2, 1024))

@@ -124,3 +124,40 @@ def test_expert_residual_loss_moves_the_residual_toward_the_expert_correction():
     assert stats["loss"] < 0.2 * first
     cos = torch.nn.functional.cosine_similarity(res.flatten(), target.flatten(), dim=0)
     assert cos > 0.9
+
+
+def test_local_negatives_turn_the_gradient_toward_the_positive():
+    """Constructed case: the video embeds the expert chunk a*, B_a is the identity, and the base
+    is off by the same offset in every row (rows are similar chunks of one skill, as in a
+    trainer batch). In-batch negatives alone make rows distinguishable; with a_base and noisy
+    copies as local negatives the gradient on a_final points toward a*."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    m, a, b = 4, 3, 8
+    centre = torch.randn(1, m, a)
+    expert = centre + 0.05 * torch.randn(b, m, a)
+    offset = 0.5 * torch.randn(1, m, a)
+    base = expert - offset
+
+    class Delta(torch.nn.Module):  # the residual's output as a free tensor: its grad is dL/da_final
+        def __init__(self):
+            super().__init__()
+            self.delta = torch.nn.Parameter(torch.zeros(b, m, a))
+
+        def forward(self, features, base_actions):
+            return self.delta
+
+    adapters = SimpleNamespace(video=lambda lat: lat[:, 0], action=lambda act: act.flatten(1))
+    video = expert.flatten(1)[:, None]
+
+    def cosine(config):
+        residual = Delta()
+        loss, _ = stage2_loss(adapters, residual, torch.zeros(b, 2), base, video, config)
+        loss.backward()
+        want = (expert - base).flatten(1)
+        return torch.nn.functional.cosine_similarity(-residual.delta.grad.flatten(1), want, dim=1).mean().item()
+
+    in_batch = cosine(Stage2Config(residual_l2=0.0))
+    local = cosine(Stage2Config(residual_l2=0.0, local_negatives=8, local_noise=0.1, base_negative=True))
+    assert local > 0.3 and local > in_batch + 0.2, (in_batch, local)

@@ -72,3 +72,20 @@ def test_chain_conditions_each_segment_on_the_previous_last_frame(wm, monkeypatc
     np.testing.assert_array_equal(seen[0], frame)
     for i in (1, 2):
         np.testing.assert_array_equal(seen[i], segments[i - 1].video[-1])
+
+
+def test_latent_map_features_are_the_clean_latents_kept_spatial(tmp_path):
+    from w2a_models.world_model import WorldModelConfig
+
+    wm = WorldModel.from_pretrained(build_tiny(tmp_path / "tiny"), WorldModelConfig(features="latent_map"))
+    clip = _clip(9)
+    feats = wm.encode(clip)
+    latents = wm.vae_encode(clip)  # [1, z, T_lat, h, w]
+    z, t, h, w = latents.shape[1:]
+    assert feats.shape == (t, z * h * w)
+    np.testing.assert_allclose(feats[1], latents[0, :, 1].reshape(-1).numpy(), atol=1e-6)
+    gen = wm.generate(clip[0], "push the puck to the goal", 9, seed=3)
+    assert gen.features.shape == feats.shape  # the same read-out for generated clips
+    np.testing.assert_allclose(gen.features, wm.tap_features(gen.latents), atol=1e-6)
+    with pytest.raises(ValueError, match="features must be one of"):
+        WorldModelConfig(features="pooled")

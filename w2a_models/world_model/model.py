@@ -1,11 +1,19 @@
-"""WorldModel: encode real clips and generate clips, both to per-latent-frame DiT features.
+"""WorldModel: encode real clips and generate clips, both to per-latent-frame features.
 
 The unmodified diffusers ``Cosmos2VideoToWorldPipeline`` samples clips, so a real Cosmos-Predict2
-checkpoint directory works as well as the tiny one built here. Features are the hidden states of
-``transformer.transformer_blocks[tap_block]`` (a forward hook), mean-pooled over the spatial
-tokens of each latent frame, from one DiT forward at a small noise level ``tap_sigma``. Real
-clips (``encode``) and generated clips (``generate``: sample, then the same tap on the clean
-sampled latents) go through that identical forward, so their features live in one space.
+checkpoint directory works as well as the tiny one built here. Two feature kinds
+(``WorldModelConfig.features``), each [T_lat, D] per clip:
+
+- ``dit_pooled``: the hidden states of ``transformer.transformer_blocks[tap_block]`` (a forward
+  hook), mean-pooled over the spatial tokens of each latent frame, from one DiT forward at a
+  small noise level ``tap_sigma``. Pooling keeps *what* is in the frame and loses *where*.
+- ``latent_map``: the clean (normalised) VAE latents of each latent frame kept spatial,
+  flattened channel-major to D = z * h * w; a spatial video adapter unflattens them. This is
+  what the authors' public Stage 1 code feeds its conv encoder (the x0 latents, not pooled DiT
+  states): where the arm and the object are survives.
+
+Real clips (``encode``) and generated clips (``generate``: sample, then the same read-out of the
+clean sampled latents) always go through the identical read-out, so their features share a space.
 """
 
 from __future__ import annotations
@@ -31,6 +39,14 @@ class WorldModelConfig:
     guidance_scale: float = 1.0  # > 1 enables classifier-free guidance on the skill text
     fps: int = 16
     device: str = "cpu"
+    features: str = "dit_pooled"  # or "latent_map" (see the module docstring)
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_KINDS:
+            raise ValueError(f"features must be one of {FEATURE_KINDS}, got {self.features!r}")
+
+
+FEATURE_KINDS = ("dit_pooled", "latent_map")
 
 
 class NoOpSafetyChecker(nn.Module):
@@ -95,6 +111,7 @@ class WorldModel:
         self.spatial_factor = self.pipe.vae_scale_factor_spatial
         blocks = self.transformer.transformer_blocks
         self.tap_index = config.tap_block % len(blocks)
+        # width of dit_pooled features; latent_map features are z * h * w (depend on the image size)
         self.feature_dim = self.transformer.config.num_attention_heads * self.transformer.config.attention_head_dim
 
     # -- loading ---------------------------------------------------------------------------------
@@ -201,6 +218,8 @@ class WorldModel:
         texts = [""] * latents.shape[0] if texts is None else list(texts)
         if len(texts) != latents.shape[0]:
             raise ValueError(f"{len(texts)} texts for {latents.shape[0]} clips")
+        if self.config.features == "latent_map":  # [B, z, T, h, w] -> [B, T, z*h*w], no DiT
+            return latents.permute(0, 2, 1, 3, 4).flatten(2).float().cpu().numpy()
         sigma = self.config.tap_sigma
         t = sigma / (1.0 + sigma)
         generator = torch.Generator(device="cpu").manual_seed(self.config.tap_seed)
