@@ -302,6 +302,8 @@ def train_adapters_cmd(
     batch_size: int = typer.Option(64, min=2),
     hard_negatives: int = typer.Option(4, min=0),
     chunk_size: int = typer.Option(8, min=4),
+    video_encoder: str = typer.Option("temporal", help="temporal (pooled DiT features) | spatial "
+                                      "(a world model serving features=latent_map)."),
     cache_dir: Path = typer.Option(Path("runs/cache/wm_latents"), help="WM latent cache."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint."),
     seed: int = typer.Option(0),
@@ -324,7 +326,8 @@ def train_adapters_cmd(
             chunks = build_chunks(find_episode_files(data), TritonEncoder(client), chunk_size,
                                   cache_dir, progress=not as_json)
         result = train_stage1(chunks, out, Stage1Config(alignment=alignment, steps=steps,
-                              batch_size=batch_size, hard_negatives=hard_negatives, seed=seed),
+                              batch_size=batch_size, hard_negatives=hard_negatives, seed=seed,
+                              video_encoder=video_encoder),
                               progress=not as_json, resume=resume)
     except (WorldModelError, EpisodeFormatError, ValueError) as exc:
         _fail(str(exc))
@@ -549,6 +552,9 @@ def diagnose_links(
     size: int = typer.Option(64, min=16),
     action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1),
     max_steps: int = typer.Option(60, min=1, help="Policy-step limit per rollout."),
+    features: Optional[str] = typer.Option(None, help="World-model read-out (dit_pooled | latent_map; "
+                                           "default: the run's)."),
+    adapters: str = typer.Option("stage1_chunk", help="Adapters directory inside the run."),
 ) -> None:
     """Where the World2Act signal is lost: e_base, e_wm, e_real, e_copy, cos_grad, WM error, retrieval."""
     import torch
@@ -561,7 +567,8 @@ def diagnose_links(
                               {"camera": camera, "image_size": size, "action_repeat": action_repeat,
                                "max_steps": max_steps},
                               DiagnoseConfig(episodes=episodes, max_chunks=max_chunks),
-                              progress=lambda m: typer.echo(m, err=True))
+                              progress=lambda m: typer.echo(m, err=True), features=features,
+                              adapters_dir=adapters)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=1))

@@ -211,7 +211,8 @@ def _skill_wm_gif(wm_url: str, data: Path, task: str, out: Path, chunk: int) -> 
 
 # Trained arms: (trainer mode, the oracle the rollout robots attach). Only "w2a" is World2Act;
 # the upper bounds learn from the simulator's oracle and are never the headline.
-ARM_MODES = {"w2a": ("world_model", ""), "w2a_real_future": ("real_future", "expert+future"),
+ARM_MODES = {"w2a": ("world_model", ""), "w2a_pooled_dit": ("world_model", ""),
+             "w2a_real_future": ("real_future", "expert+future"),
              "expert_corrected": ("expert_corrected", "expert")}
 UPPER_BOUND_ARMS = ("w2a_real_future", "expert_corrected")
 
@@ -241,7 +242,10 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
                           "W2A_POLICY_RESIDUAL_MAX_NORM": str(p.residual_max_norm)},
                          out / "stack" / f"policy_{arm}")
     trainer_out = out / f"trainer_{arm}"
-    stack.start_trainer(out / "stage1_chunk" / "checkpoint", {
+    pooled = arm == "w2a_pooled_dit" and p.wm_features != "dit_pooled"
+    adapters = out / ("stage1_pooled_dit" if pooled else "stage1_chunk") / "checkpoint"
+    stack.start_trainer(adapters, {
+        "W2A_TRAINER_WM_URL": stack.pooled_wm_url if pooled else stack.wm_url,
         "W2A_TRAINER_BATCH_SIZE": str(p.trainer_batch), "W2A_TRAINER_PUSH_EVERY": str(p.push_every),
         "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
         "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": f"demo-trainer-{arm}",
@@ -354,28 +358,38 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
 
     clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
-    stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model"))
+    stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model",
+                              world_model_env={"W2A_WM_FEATURES": p.wm_features}))
     stack.start()
     try:
         for s in stack.services:
             print(f"  {s.name:12s} {s.address}")
 
         clock.start("Stage 1: align world-model chunk latents and action chunks")
+        encoder = "spatial" if p.wm_features == "latent_map" else "temporal"
         with WorldModelClient(stack.wm_url, timeout=300) as wm:
             chunks = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+        runs = [("chunk", "chunk", chunks, encoder), ("trajectory", "trajectory", chunks, encoder)]
+        if "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled":
+            # the ablation: the same weights read out as pooled DiT states, its own adapters
+            stack.pooled_wm_url = stack.add_world_model("world-model-pooled", {"W2A_WM_FEATURES": "dit_pooled"})
+            with WorldModelClient(stack.pooled_wm_url, timeout=300) as wm:
+                pooled = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+            runs.append(("pooled_dit", "chunk", pooled, "temporal"))
         stage1 = {}
-        for alignment in ("chunk", "trajectory"):
-            stage1[alignment] = train_stage1(chunks, out / f"stage1_{alignment}", Stage1Config(
-                alignment=alignment, steps=p.stage1_steps))
-            s1 = stage1[alignment]
-            print(f"  {alignment}-wise: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
+        for name, alignment, data_chunks, video_encoder in runs:
+            stage1[name] = train_stage1(data_chunks, out / f"stage1_{name}", Stage1Config(
+                alignment=alignment, steps=p.stage1_steps, video_encoder=video_encoder))
+            s1 = stage1[name]
+            print(f"  {name}: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
                   f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
         report["stage1"] = stage1
         # diagnosis: does the world model imagine the next chunk better than trivial baselines?
         from services.trainer.world_model_eval import evaluate_world_model
 
         report["world_model_eval"] = evaluate_world_model(str(out / "world_model"), None,
-                                                          clips=p.wm_eval_clips, seed=0)
+                                                          clips=p.wm_eval_clips, seed=0,
+                                                          features=p.wm_features)
         wm_eval = report["world_model_eval"]
         print(f"  world model: latent MSE {wm_eval['latent_mse_model']:.5f} vs copy-first-frame "
               f"{wm_eval['latent_mse_copy_frame']:.5f}, wrong skill {wm_eval['latent_mse_wrong_skill']:.5f}")

@@ -43,6 +43,7 @@ class StackConfig:
     trainer_token: str = field(default_factory=lambda: "trainer-" + secrets.token_hex(12))
     trainer_env: dict[str, str] = field(default_factory=dict)  # extra W2A_TRAINER_* settings
     policy_env: dict[str, str] = field(default_factory=dict)  # extra W2A_POLICY_* settings
+    world_model_env: dict[str, str] = field(default_factory=dict)  # e.g. W2A_WM_FEATURES
     ready_timeout_s: float = 180.0
 
 
@@ -86,6 +87,7 @@ class Stack:
         self._redis: EmbeddedRedis | None = None
         self.redis_url = config.redis_url or os.environ.get("W2A_REDIS_URL")
         self.wm_url = config.wm_url
+        self.pooled_wm_url: str | None = None  # a second read-out of the same weights (ablation)
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -145,14 +147,23 @@ class Stack:
                     _wait(wm.ready, f"world model at {self.wm_url}", None, None, self.config.ready_timeout_s)
                 self.services.append(Service("world-model", None, self.wm_url))
             return
+        self.wm_url = self.add_world_model("world-model", self.config.world_model_env)
+
+    def add_world_model(self, name: str, env: dict[str, str]) -> str:
+        """Start a (further) Triton world model on the stack's weights; returns its gRPC address.
+        Experiments use it to serve the same weights with another feature read-out."""
+        from services.world_model.client import WorldModelClient
+
         http, grpc_port, metrics = free_port(), free_port(), free_port()
-        self.wm_url = f"127.0.0.1:{grpc_port}"
-        s = self._add("world-model", self.wm_url, _cli(
+        url = f"127.0.0.1:{grpc_port}"
+        s = self._add(name, url, _cli(
             "serve", "world-model", "--model", str(self.config.world_model), "--http-port", str(http),
             "--grpc-port", str(grpc_port), "--metrics-port", str(metrics),
-            "--workdir", str(self.run_dir / "world_model")), {})
-        with WorldModelClient(self.wm_url) as wm:
-            _wait(wm.ready, "world model", s.process, s.log_file, self.config.ready_timeout_s)
+            "--workdir", str(self.run_dir / name.replace("-", "_"))), dict(env))
+        with WorldModelClient(url) as wm:
+            _wait(wm.ready, name, s.process, s.log_file, self.config.ready_timeout_s)
+        self._write_state()
+        return url
 
     def _start_planner(self) -> None:
         port = self.config.planner_port or free_port()
@@ -313,7 +324,7 @@ def stack_status(run_dir: Path) -> dict:
         try:
             if s["name"] == "redis":
                 entry["ready"] = bool(redis.Redis.from_url(s["address"], socket_timeout=2).ping())
-            elif s["name"] == "world-model":
+            elif s["name"].startswith("world-model"):
                 with WorldModelClient(s["address"], timeout=3, retries=0) as wm:
                     entry["ready"] = wm.ready()
             elif s["name"] == "planner":

@@ -176,20 +176,28 @@ def diagnose_chunks(chunks: list[OnPolicyChunk], world_model, adapters,
 
 
 def diagnose_run(run_dir, tasks: list[str], sim_settings: dict, config: DiagnoseConfig = DiagnoseConfig(),
-                 progress=print) -> dict:
-    """Load a demo run's base, world model and chunk-wise adapters; diagnose each task."""
+                 progress=print, features: str | None = None, adapters_dir: str = "stage1_chunk") -> dict:
+    """Load a demo run's base, world model and adapters; diagnose each task.
+
+    ``features``: the world model's read-out (default: the one the run's report names)."""
+    import json
     from pathlib import Path
 
     from services.robot_sim.metaworld_env import SimConfig
     from services.trainer.residual_app import load_adapters
     from w2a_models.base_policy.tiny_vla import TinyVLA
-    from w2a_models.world_model import WorldModel
+    from w2a_models.world_model import WorldModel, WorldModelConfig
 
     run_dir = Path(run_dir)
+    if features is None:
+        report = run_dir / "report.json"
+        profile = json.loads(report.read_text()).get("profile", {}) if report.exists() else {}
+        features = profile.get("wm_features", "dit_pooled")
     base = TinyVLA.load(run_dir / "base")
-    world_model = WorldModel.from_pretrained(run_dir / "world_model")
-    adapters = load_adapters(run_dir / "stage1_chunk" / "checkpoint")
-    out = {"run": str(run_dir), "config": config.__dict__, "tasks": {}}
+    world_model = WorldModel.from_pretrained(run_dir / "world_model", WorldModelConfig(features=features))
+    adapters = load_adapters(run_dir / adapters_dir / "checkpoint")
+    out = {"run": str(run_dir), "features": features, "adapters": adapters_dir,
+           "config": config.__dict__, "tasks": {}}
     for t_i, task in enumerate(tasks):
         sim = SimConfig(task=task, **sim_settings)
         chunks = collect_on_policy(base, sim, config, DIAGNOSE_SEEDS_START + 1000 * t_i)

@@ -28,8 +28,9 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 24, seed: int = 0,
-                         progress=None, guidance_scale: float = 1.0) -> dict:
-    wm = WorldModel.from_pretrained(model_dir, WorldModelConfig(guidance_scale=guidance_scale))
+                         progress=None, guidance_scale: float = 1.0, features: str = "dit_pooled") -> dict:
+    wm = WorldModel.from_pretrained(model_dir, WorldModelConfig(guidance_scale=guidance_scale,
+                                                                features=features))
     meta = getattr(wm, "meta", {})
     if data is None:
         paths = meta.get("episodes_heldout") or []
