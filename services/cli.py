@@ -304,6 +304,9 @@ def train_adapters_cmd(
     chunk_size: int = typer.Option(8, min=4),
     video_encoder: str = typer.Option("temporal", help="temporal (pooled DiT features) | spatial "
                                       "(a world model serving features=latent_map)."),
+    same_index_negatives: bool = typer.Option(False, help="Hard negatives at the nearest chunk index of the skill."),
+    perturbed_negatives: int = typer.Option(0, min=0, help="Noisy copies of the positive chunk as negatives."),
+    perturb_scale: float = typer.Option(0.3, min=0.0, help="Their noise scale."),
     cache_dir: Path = typer.Option(Path("runs/cache/wm_latents"), help="WM latent cache."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint."),
     seed: int = typer.Option(0),
@@ -327,7 +330,8 @@ def train_adapters_cmd(
                                   cache_dir, progress=not as_json)
         result = train_stage1(chunks, out, Stage1Config(alignment=alignment, steps=steps,
                               batch_size=batch_size, hard_negatives=hard_negatives, seed=seed,
-                              video_encoder=video_encoder),
+                              video_encoder=video_encoder, same_index_negatives=same_index_negatives,
+                              perturbed_negatives=perturbed_negatives, perturb_scale=perturb_scale),
                               progress=not as_json, resume=resume)
     except (WorldModelError, EpisodeFormatError, ValueError) as exc:
         _fail(str(exc))

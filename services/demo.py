@@ -57,6 +57,8 @@ class DemoProfile:
     local_negatives: int = 0  # Stage 2 local negatives (see services.trainer.stage2.Stage2Config)
     base_negative: bool = False
     wm_features: str = "dit_pooled"  # or "latent_map" (spatial; Stage 1 then uses the spatial adapter)
+    stage1_same_index: bool = False  # Stage 1 hard negatives at the same chunk index of the skill
+    stage1_perturbed: int = 0  # Stage 1 perturbed copies of the positive chunk as negatives
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for the upper-bound arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -379,7 +381,9 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
         stage1 = {}
         for name, alignment, data_chunks, video_encoder in runs:
             stage1[name] = train_stage1(data_chunks, out / f"stage1_{name}", Stage1Config(
-                alignment=alignment, steps=p.stage1_steps, video_encoder=video_encoder))
+                alignment=alignment, steps=p.stage1_steps, video_encoder=video_encoder,
+                same_index_negatives=p.stage1_same_index, perturbed_negatives=p.stage1_perturbed,
+                perturb_scale=0.3 * p.residual_scale))
             s1 = stage1[name]
             print(f"  {name}: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
                   f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")

@@ -36,6 +36,14 @@ class Stage1Config:
     seed: int = 0
     video_encoder: str = "temporal"  # "spatial" for the world model's latent_map features
     latent_channels: int = 16
+    # Negatives that make the action space locally meaningful (issue 17): hard negatives from
+    # other demos of the same skill *at the nearest chunk index* (same phase of the skill), and
+    # perturbed copies of the positive chunk at the residual's scale, ranked against it for
+    # the video (an extra InfoNCE term with weight ``local_weight``).
+    same_index_negatives: bool = False
+    perturbed_negatives: int = 0
+    perturb_scale: float = 0.3
+    local_weight: float = 1.0
 
 
 def split_by_demo(chunks: ChunkSet, fraction: float, seed: int) -> tuple[ChunkSet, ChunkSet]:
@@ -60,19 +68,49 @@ def trajectory_pairs(chunks: ChunkSet) -> ChunkSet:
     return ChunkSet(np.stack(lat), np.stack(act), np.asarray(skill), demos, list(task_of), chunks.demo_names)
 
 
+def chunk_positions(skill: np.ndarray, demo: np.ndarray) -> np.ndarray:
+    """Index of each chunk within its (demo, skill) run, in order: 0 = the skill's first chunk."""
+    position = np.zeros(len(skill), dtype=np.int64)
+    seen: dict[tuple[int, int], int] = {}
+    for i, key in enumerate(zip(demo.tolist(), skill.tolist())):
+        position[i] = seen.get(key, 0)
+        seen[key] = position[i] + 1
+    return position
+
+
 def hard_negative_index(skill: np.ndarray, demo: np.ndarray, rows: np.ndarray, k: int,
-                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """For each row: k indices of chunks with the same skill from *other* demos (mask pads)."""
+                        rng: np.random.Generator, position: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: k indices of chunks with the same skill from *other* demos (mask pads).
+
+    With ``position`` (``chunk_positions``), the k whose index within the skill is nearest the
+    row's: the same phase of the same skill, where only the dynamics tell the chunks apart."""
     index = np.zeros((len(rows), k), dtype=np.int64)
     mask = np.zeros((len(rows), k), dtype=bool)
     for i, r in enumerate(rows):
         pool = np.flatnonzero((skill == skill[r]) & (demo != demo[r]))
         if len(pool) == 0:
             continue
-        chosen = rng.choice(pool, size=min(k, len(pool)), replace=False)
+        if position is not None:
+            gap = np.abs(position[pool] - position[r]) + rng.random(len(pool)) * 0.5  # ties at random
+            chosen = pool[np.argsort(gap)[:k]]
+        else:
+            chosen = rng.choice(pool, size=min(k, len(pool)), replace=False)
         index[i, : len(chosen)] = chosen
         mask[i, : len(chosen)] = True
     return index, mask
+
+
+def perturbed_negative_loss(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,
+                            actions: torch.Tensor, k: int, scale: float, temperature: float) -> torch.Tensor:
+    """InfoNCE of each video against its own chunk and k noisy copies of it (no batch rows)."""
+    noisy = actions[:, None] + scale * torch.randn((len(actions), k) + tuple(actions.shape[1:]))
+    zn = model.action(noisy.flatten(0, 1)).view(len(actions), k, -1)
+    v = torch.nn.functional.normalize(z_video, dim=-1)
+    pos = (v * torch.nn.functional.normalize(z_action, dim=-1)).sum(-1, keepdim=True)
+    neg = torch.einsum("be,bke->bk", v, torch.nn.functional.normalize(zn, dim=-1))
+    logits = torch.cat([pos, neg], dim=1) / temperature
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(actions), dtype=torch.long))
 
 
 @torch.no_grad()
@@ -96,6 +134,14 @@ def retrieval(model: Stage1Adapters, chunks: ChunkSet) -> dict:
         out[f"{name}_top5_all"] = float(np.mean(r_all < 5))
         out[f"{name}_top1_same_skill"] = float(np.mean(r_same < 1))
         out[f"{name}_top5_same_skill"] = float(np.mean(r_same < 5))
+    # local: the true chunk against perturbed versions of itself (the residual's neighbourhood)
+    gen = torch.Generator().manual_seed(0)
+    k = 8
+    noisy = act[:, None] + 0.3 * torch.randn((len(act), k) + tuple(act.shape[1:]), generator=gen)
+    zn = torch.nn.functional.normalize(model.action(noisy.flatten(0, 1)), dim=-1).view(len(act), k, -1)
+    local = torch.cat([(zv * za).sum(-1, keepdim=True), torch.einsum("be,bke->bk", zv, zn)], dim=1)
+    out["v2a_top1_local"] = float((local.argmax(dim=1) == 0).float().mean())
+    out["chance_top1_local"] = 1.0 / (k + 1)
     out["chance_top1_all"] = 1.0 / len(chunks)
     out["chance_top1_same_skill"] = float(np.mean(1.0 / same.sum(axis=1)))
     out["recon_mse"] = recon
@@ -128,17 +174,24 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
     loss_cfg = Stage1LossConfig(config.temperature, 1.0, config.reconstruction_weight)
     lat, act = torch.from_numpy(pairs.latents), torch.from_numpy(pairs.actions)
     batch = min(config.batch_size, len(pairs))
+    position = chunk_positions(pairs.skill, pairs.demo) if config.same_index_negatives else None
     history = []
     bar = tqdm(range(start_step, config.steps), desc=f"stage1 {config.alignment}", disable=not progress)
     for step in bar:
         rows = rng.choice(len(pairs), size=batch, replace=False)
-        hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, config.hard_negatives, rng)
+        hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, config.hard_negatives, rng,
+                                         position)
         zv, za = model.video(lat[rows]), model.action(act[rows])
         hv = model.video(lat[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
         ha = model.action(act[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
         loss = stage1_loss(zv, za, model.decoder(za), act[rows], loss_cfg, ha, hv, torch.from_numpy(mask))
+        total = loss.total
+        if config.perturbed_negatives:
+            total = total + config.local_weight * perturbed_negative_loss(
+                model, zv, za, act[rows], config.perturbed_negatives, config.perturb_scale,
+                config.temperature)
         opt.zero_grad()
-        loss.total.backward()
+        total.backward()
         opt.step()
         if step % 25 == 0 or step + 1 == config.steps:
             history.append({"step": step + 1, "total": loss.total.item(),

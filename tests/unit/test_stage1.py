@@ -50,3 +50,43 @@ def test_trajectory_pairs_pool_each_demo():
     pairs = trajectory_pairs(chunks)
     assert len(pairs) == 3 and pairs.latents.shape[1:] == chunks.latents.shape[1:]
     np.testing.assert_allclose(pairs.actions[0], chunks.actions[chunks.demo == 0].mean(0), atol=1e-6)
+
+
+def test_same_index_negatives_come_from_the_same_phase_of_the_skill():
+    import numpy as np
+
+    from services.trainer.stage1 import chunk_positions, hard_negative_index
+
+    # demos 0, 1, 2; skill 0 has chunks at positions 0..3 in every demo, then skill 1
+    demo = np.repeat([0, 1, 2], 6)
+    skill = np.tile([0, 0, 0, 0, 1, 1], 3)
+    position = chunk_positions(skill, demo)
+    np.testing.assert_array_equal(position[:6], [0, 1, 2, 3, 0, 1])
+    rows = np.array([2, 10])  # demo 0 skill 0 pos 2; demo 1 skill 1 pos 0
+    index, mask = hard_negative_index(skill, demo, rows, 2, np.random.default_rng(0), position)
+    assert mask.all()
+    assert set(demo[index[0]]) == {1, 2} and set(position[index[0]]) == {2} and set(skill[index[0]]) == {0}
+    assert set(position[index[1]]) == {0} and set(skill[index[1]]) == {1} and 1 not in demo[index[1]]
+
+
+def test_perturbed_negatives_teach_the_adapters_the_local_action_space():
+    """A positive among its own noisy copies is easy to rank only if the adapters read actions
+    finely; the extra term must lower that local loss and raise local retrieval."""
+    import torch
+
+    from services.trainer.stage1 import perturbed_negative_loss
+    from w2a_models.adapters import AdapterConfig, Stage1Adapters
+
+    torch.manual_seed(0)
+    model = Stage1Adapters(AdapterConfig(token_dim=32, embed_dim=16, video_hidden=32, action_hidden=64))
+    actions = torch.rand(64, 8, 4) * 2 - 1
+    latents = torch.cat([actions.flatten(1)[:, None].expand(-1, 2, -1)], dim=-1)  # video shows the chunk
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(150):
+        loss = perturbed_negative_loss(model, model.video(latents), model.action(actions), actions, 8, 0.3, 0.07)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.5 * losses[0]
