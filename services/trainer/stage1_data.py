@@ -38,7 +38,7 @@ class InProcessEncoder:
 
     def __init__(self, model) -> None:
         self.model = model
-        self.version = model.version
+        self.version = f"{model.version}-{model.config.features}"  # the read-out is part of the key
 
     def encode_clips(self, clips: np.ndarray) -> np.ndarray:
         return self.model.encode_batch(clips)
