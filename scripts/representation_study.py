@@ -7,6 +7,7 @@ Each variant adds one change to the previous one (issue 17, item 5):
   B  latent_map features (clean VAE latents kept spatial), spatial adapter
   C  B + hard negatives at the same chunk index of the skill
   D  C + perturbed copies of the positive chunk as negatives
+  E  D with classifier-free guidance (scale 3) on the skill text when imagining
 
 For every variant: held-out Stage 1 retrieval (among all chunks, same-skill chunks, and the
 chunk's own perturbed copies) and the link diagnostics on on-policy states of the run's base
@@ -36,12 +37,13 @@ from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.episodes import find_episode_files
 from w2a_models.world_model import WorldModel, WorldModelConfig
 
-VARIANTS = {
-    "A_pooled_dit": ("dit_pooled", Stage1Config(video_encoder="temporal")),
-    "B_latent_map": ("latent_map", Stage1Config(video_encoder="spatial")),
-    "C_same_index": ("latent_map", Stage1Config(video_encoder="spatial", same_index_negatives=True)),
-    "D_perturbed": ("latent_map", Stage1Config(video_encoder="spatial", same_index_negatives=True,
-                                               perturbed_negatives=8)),
+_D = Stage1Config(video_encoder="spatial", same_index_negatives=True, perturbed_negatives=8)
+VARIANTS = {  # name: (read-out, guidance scale, Stage 1)
+    "A_pooled_dit": ("dit_pooled", 1.0, Stage1Config(video_encoder="temporal")),
+    "B_latent_map": ("latent_map", 1.0, Stage1Config(video_encoder="spatial")),
+    "C_same_index": ("latent_map", 1.0, Stage1Config(video_encoder="spatial", same_index_negatives=True)),
+    "D_perturbed": ("latent_map", 1.0, _D),
+    "E_guidance3": ("latent_map", 3.0, _D),
 }
 
 
@@ -70,20 +72,23 @@ def main() -> None:
     chunks: dict[str, object] = {}
     results = {}
     for name in args.variants.split(","):
-        features, s1 = VARIANTS[name]
+        features, guidance, s1 = VARIANTS[name]
         started = time.monotonic()
-        if features not in models:
-            models[features] = WorldModel.from_pretrained(args.run / "world_model", WorldModelConfig(features=features))
-            chunks[features] = build_chunks(paths, InProcessEncoder(models[features]), 8, None, progress=False)
+        key = f"{features}-{guidance}"
+        if key not in models:
+            models[key] = WorldModel.from_pretrained(args.run / "world_model", WorldModelConfig(
+                features=features, guidance_scale=guidance))
+        if features not in chunks:  # real clips only: the guidance does not change them
+            chunks[features] = build_chunks(paths, InProcessEncoder(models[key]), 8, None, progress=False)
         s1 = replace(s1, steps=args.stage1_steps, perturb_scale=args.perturb_scale)
         stage1 = train_stage1(chunks[features], args.run / "study" / name, s1, progress=False)
         ckpt = args.run / "study" / name / "checkpoint"
         adapters = Stage1Adapters(AdapterConfig(**read_manifest(ckpt).config["adapter"]))
         load_module(ckpt, adapters)
-        links = {t: diagnose_chunks(c, models[features], adapters, config) for t, c in on_policy.items()}
+        links = {t: diagnose_chunks(c, models[key], adapters, config) for t, c in on_policy.items()}
         keys = ("v2a_top1_all", "v2a_top1_same_skill", "v2a_top1_local", "chance_top1_all",
                 "chance_top1_same_skill", "chance_top1_local", "recon_mse")
-        results[name] = {"features": features, "stage1": {k: stage1.get(k) for k in keys}, "links": links,
+        results[name] = {"features": features, "guidance_scale": guidance, "stage1": {k: stage1.get(k) for k in keys}, "links": links,
                          "seconds": round(time.monotonic() - started, 1)}
         print(name, json.dumps(results[name]["stage1"]), flush=True)
         for t, row in links.items():

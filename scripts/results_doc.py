@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.demo import stage1_table, version_table  # noqa: E402
+from services.demo import arms_table, stage1_table, version_table  # noqa: E402
 
 
 def summary(report: dict) -> dict:
@@ -39,7 +39,13 @@ def summary(report: dict) -> dict:
     stage2 = {k: report["stage2"].get(k) for k in ("rollout_episodes", "updates", "final_policy_version",
                                                    "first_loss", "last_loss", "last_residual_abs_max",
                                                    "last_residual_rms", "success_by_policy_version")}
-    return {"tasks": tasks, "stage1": stage1, "stage2": stage2, "sync_rate": report["sync"]["sync_rate"],
+    arms = {arm: {k: v.get(k) for k in ("mode", "oracle", "rollout_episodes", "updates",
+                                         "final_policy_version", "first_loss", "last_loss",
+                                         "last_residual_abs_max", "last_residual_rms")}
+            for arm, v in report.get("stage2_arms", {}).items()}
+    return {"tasks": tasks, "stage1": stage1, "stage2": stage2, "stage2_arms": arms,
+            "evaluation": report["evaluation"], "paired_arms": report.get("paired_arms", {}),
+            "diagnostics": report.get("diagnostics"), "sync_rate": report["sync"]["sync_rate"],
             "world_model_eval": report.get("world_model_eval"),
             "profile": report["profile"], "phase_seconds": report["phase_seconds"],
             "total_seconds": report["total_seconds"]}
@@ -71,11 +77,14 @@ def render(s: dict, command: str, reading: str) -> str:
              "| task | episodes per arm | base | w2a (base + residual) | difference |",
              "| --- | --- | --- | --- | --- |"]
     for t in s["tasks"]:
+        p_text = "" if t.get("p_value") is None else f", p = {t['p_value']:.2g}"
         lines.append(f"| {t['task']} | {t['episodes']} | {t['base_success_rate']:.2f} "
                      f"[{t['base_ci95'][0]:.2f}, {t['base_ci95'][1]:.2f}] | {t['w2a_success_rate']:.2f} "
                      f"[{t['w2a_ci95'][0]:.2f}, {t['w2a_ci95'][1]:.2f}] | "
-                     f"{100 * (t['w2a_success_rate'] - t['base_success_rate']):+.0f} points |")
-    lines += ["", "Success rates with 95 % Wilson intervals.", "", "## Reading", "", reading, "",
+                     f"{100 * (t['w2a_success_rate'] - t['base_success_rate']):+.0f} points{p_text} |")
+    lines += ["", "Success rates with 95 % Wilson intervals; p: exact McNemar test on the paired seeds.", ""]
+    lines += arms_table(s)
+    lines += ["## Reading", "", reading, "",
               "## Stage 1 (held-out demos, chunk-level retrieval)", "", *stage1_table(s["stage1"])]
     s2 = s["stage2"]
     lines += ["", "## Stage 2", "",
@@ -92,6 +101,17 @@ def render(s: dict, command: str, reading: str) -> str:
                   f"| {wm['latent_mse_model']:.2e} | {wm['latent_mse_copy_frame']:.2e} | "
                   f"{wm['latent_mse_dataset_mean']:.2e} | {wm['latent_mse_wrong_skill']:.2e} | "
                   f"{100 * wm['right_beats_wrong_frac']:.0f} % of {wm['clips']} clips | {wm['vae_psnr_db']:.1f} dB |"]
+    diag = (s.get("diagnostics") or {}).get("tasks")
+    if diag:
+        lines += ["", "## Link diagnostics (on-policy states of the base; `w2a diagnose links`)", "",
+                  "| task | chunks | e_base | e_wm | e_real | e_copy | cos_grad wm | cos_grad real | "
+                  "WM feature MSE | copy MSE | mean MSE | retrieval real / wm (chance) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for t, d in diag.items():
+            lines.append(f"| {t} | {d['chunks']} | {d['e_base']:.3f} | {d['e_wm']:.3f} | {d['e_real']:.3f} | "
+                         f"{d['e_copy']:.3f} | {d['cos_grad_wm']:.3f} | {d['cos_grad_real']:.3f} | "
+                         f"{d['wm_feature_mse']:.2e} | {d['copy_feature_mse']:.2e} | {d['mean_feature_mse']:.2e} | "
+                         f"{d['retrieval_top1_real']:.2f} / {d['retrieval_top1_wm']:.2f} ({d['retrieval_chance']:.2f}) |")
     lines += ["", f"Skill sync rate (planner skills vs segmenter on the demos): {s['sync_rate']:.3f}.", "",
               "## Phase timings", "", "| phase | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in s["phase_seconds"].items()]
@@ -104,15 +124,19 @@ def main() -> None:
     parser.add_argument("--command", default="w2a demo --profile full")
     parser.add_argument("--reading", type=Path, help="Markdown file with the reading of the result.")
     parser.add_argument("--wm-eval", type=Path, help="`w2a wm-eval --json` output, when the report has none.")
+    parser.add_argument("--diagnostics", type=Path, help="`w2a diagnose links` output on the same run.")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     if args.wm_eval:
         report["world_model_eval"] = json.loads(args.wm_eval.read_text())
+    if args.diagnostics:
+        report["diagnostics"] = json.loads(args.diagnostics.read_text())
     s = summary(report)
     reading = args.reading.read_text().strip() if args.reading else "(no reading given)"
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
-    keys = ("tasks", "stage1", "stage2", "sync_rate", "world_model_eval", "phase_seconds", "total_seconds")
+    keys = ("tasks", "stage1", "stage2", "stage2_arms", "paired_arms", "diagnostics", "sync_rate",
+            "world_model_eval", "phase_seconds", "total_seconds")
     (docs / "results.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
     (docs / "results.md").write_text(render(s, args.command, reading))
     print(f"wrote {docs / 'results.md'} and {docs / 'results.json'}")

@@ -74,7 +74,9 @@ PROFILES = {
                         base_steps=100, wm_vae_steps=4, wm_dit_steps=20, wm_latent_clips=32,
                         stage1_steps=50, rollout_rounds=1, rollout_episodes_per_task=2,
                         eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2,
-                        arms=("w2a", "expert_corrected"), upper_eval_episodes=2),
+                        arms=("w2a", "w2a_pooled_dit", "expert_corrected"), upper_eval_episodes=2,
+                        wm_features="latent_map", stage1_same_index=True, stage1_perturbed=2,
+                        local_negatives=2, base_negative=True),
     "default": DemoProfile("default"),
     # The experiment. Tasks and the base's demo count from scripts/pilot_base.py (rollout-range
     # seeds): with 6 demos the base succeeds on 0.20 / 0.27 / 0.43 of pick-place / push /

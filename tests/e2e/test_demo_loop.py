@@ -39,7 +39,10 @@ def test_tiny_demo_then_up_status_down(tmp_path):
     assert (run / "report.md").read_text().startswith("# World2Act demo report")
     assert report["stage2"]["stream_entries"] > 0  # rollouts reached Redis
     assert report["stage2"]["final_policy_version"] >= 1  # a push was accepted
-    assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a", "expert_corrected"}
+    assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a", "w2a_pooled_dit", "expert_corrected"}
+    # spatial read-out for w2a, the pooled-DiT ablation through its own Triton read-out and adapters
+    assert {"chunk", "trajectory", "pooled_dit"} <= set(report["stage1"])
+    assert report["stage2_arms"]["w2a_pooled_dit"]["updates"] >= 1
     upper = report["stage2_arms"]["expert_corrected"]  # the oracle path, end to end
     assert upper["mode"] == "expert_corrected" and upper["updates"] >= 1 and upper["final_policy_version"] >= 1
     assert set(report["paired"]) == {"push-v3"} and 0.0 <= report["paired"]["push-v3"]["p_value"] <= 1.0
