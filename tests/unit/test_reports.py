@@ -1,0 +1,47 @@
+"""The demo report and docs/results.json keep the keys readers rely on, with the paired test."""
+
+import importlib.util
+from pathlib import Path
+
+from services.demo import arms_table, paired_by_task
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _evaluation():
+    def arm(name, n, wins):
+        outcomes = {str(100_000 + s): s in wins for s in range(n)}
+        k = sum(outcomes.values())
+        return {"task": "push-v3", "arm": name, "episodes": n, "successes": k, "success_rate": k / n,
+                "ci95": [0.0, 1.0], "outcomes": outcomes}
+    return [arm("base", 20, set(range(5))), arm("w2a", 20, set(range(12))),
+            arm("expert_corrected", 10, set(range(9)))]
+
+
+def test_paired_comparisons_use_the_shared_seeds_of_each_arm():
+    evaluation = _evaluation()
+    w2a = paired_by_task(evaluation)["push-v3"]
+    assert (w2a["episodes"], w2a["gained"], w2a["lost"]) == (20, 7, 0)
+    assert w2a["p_value"] < 0.02
+    upper = paired_by_task(evaluation, treatment="expert_corrected")["push-v3"]
+    assert upper["episodes"] == 10 and upper["gained"] == 4  # the base's first 10 seeds only
+    rows = arms_table({"evaluation": evaluation, "paired_arms": {
+        "w2a": {"push-v3": w2a}, "expert_corrected": {"push-v3": upper}}})
+    text = "\n".join(rows)
+    assert "expert_corrected (upper bound)" in text and "+35 on 20" in text
+
+
+def test_results_json_keeps_its_keys_and_adds_arms_and_p_value():
+    spec = importlib.util.spec_from_file_location("results_doc", ROOT / "scripts" / "results_doc.py")
+    results_doc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(results_doc)
+    evaluation = _evaluation()
+    report = {"evaluation": evaluation, "paired": paired_by_task(evaluation),
+              "paired_arms": {"w2a": paired_by_task(evaluation)}, "stage1": {}, "stage2": {},
+              "stage2_arms": {"w2a": {"mode": "world_model", "updates": 3}},
+              "sync": {"sync_rate": 1.0}, "profile": {}, "phase_seconds": {}, "total_seconds": 1.0}
+    (task,) = results_doc.summary(report)["tasks"]
+    assert task["base_success_rate"] == 0.25 and task["w2a_success_rate"] == 0.6
+    assert set(task["arms"]) == {"base", "w2a", "expert_corrected"}
+    assert set(task["arms"]["w2a"]) == {"success_rate", "ci95", "episodes"}
+    assert 0 < task["p_value"] < 0.02
