@@ -56,10 +56,18 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=6, help="base rollouts per task (diagnostics)")
     ap.add_argument("--max-chunks", type=int, default=48)
     ap.add_argument("--perturb-scale", type=float, default=0.3)
+    ap.add_argument("--profile", default="full", help="the run's profile when it has no report.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    report = json.loads((args.run / "report.json").read_text())
-    p = report["profile"]
+    ap_report = args.run / "report.json"
+    if ap_report.exists():
+        p = json.loads(ap_report.read_text())["profile"]
+    else:  # a run that stopped before its report: the profile it was started with
+        from dataclasses import asdict
+
+        from services.demo import PROFILES
+
+        p = asdict(PROFILES[args.profile])
     sim_settings = {"camera": p["camera"], "image_size": p["image_size"],
                     "action_repeat": p["action_repeat"], "max_steps": p["max_steps"]}
     base = TinyVLA.load(args.run / "base")
