@@ -88,6 +88,7 @@ class Stack:
         self.redis_url = config.redis_url or os.environ.get("W2A_REDIS_URL")
         self.wm_url = config.wm_url
         self.pooled_wm_url: str | None = None  # a second read-out of the same weights (ablation)
+        self._started = False
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -162,7 +163,8 @@ class Stack:
             "--workdir", str(self.run_dir / name.replace("-", "_"))), dict(env))
         with WorldModelClient(url) as wm:
             _wait(wm.ready, name, s.process, s.log_file, self.config.ready_timeout_s)
-        self._write_state()
+        if self._started:  # stack.json appears once, when every service of start() is up
+            self._write_state()
         return url
 
     def _start_planner(self) -> None:
@@ -231,6 +233,7 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+        self._started = True
         self._write_state()
         return self
 
