@@ -420,8 +420,8 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
         report["stage2"] = stage2.get("w2a") or next(iter(stage2.values()), {})
         report["stage2_arms"] = stage2
         report["evaluation"] = evaluation
-        report["paired"] = paired_by_task(evaluation)
         report["paired_arms"] = {arm: paired_by_task(evaluation, treatment=arm) for arm in p.arms}
+        report["paired"] = report["paired_arms"].get("w2a", {})
         for task, cmp in report["paired"].items():
             print(f"  {task:16s} w2a - base {100 * cmp['difference']:+.0f} points (paired bootstrap "
                   f"ci95 [{100 * cmp['difference_ci95'][0]:+.0f}, {100 * cmp['difference_ci95'][1]:+.0f}]), "
@@ -475,11 +475,9 @@ def arms_table(r: dict) -> list[str]:
     for e in r["evaluation"]:
         c = paired.get(e["arm"], {}).get(e["task"])
         label = e["arm"] + (" (upper bound)" if e["arm"] in UPPER_BOUND_ARMS else "")
-        vs = f"{100 * c['difference']:+.0f} on {c['episodes']}" if c else ""
+        vs, p = (f"{100 * c['difference']:+.0f} on {c['episodes']}", f"{c['p_value']:.3g}") if c else ("", "")
         rows.append(f"| {e['task']} | {label} | {e['episodes']} | {e['success_rate']:.2f} | "
-                    f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | {vs} | {c['p_value']:.3g} |" if c else
-                    f"| {e['task']} | {label} | {e['episodes']} | {e['success_rate']:.2f} | "
-                    f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | | |")
+                    f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | {vs} | {p} |")
     return rows + [""]
 
 

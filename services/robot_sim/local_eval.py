@@ -1,4 +1,4 @@
-"""Run a base policy (and optionally a residual) in the simulator in-process, without servers.
+"""Run a base policy in the simulator in-process, without servers.
 
 For pilots that choose settings (task set, base demo count) before a real run: no gRPC, no
 Redis, so a pilot of many configurations fits in minutes. Reported results never come from
@@ -10,16 +10,12 @@ action clipped to [-1, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from services.robot_sim.collect import instruction_for
 from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
 from w2a_models.base_policy import BasePolicy, ObservationBatch
-
-ChunkHook = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (features [F], base [M, A]) -> final
-
 
 @dataclass(frozen=True)
 class LocalEpisode:
@@ -28,9 +24,8 @@ class LocalEpisode:
     steps: int
 
 
-def run_local_episodes(policy: BasePolicy, sim_config: SimConfig, seeds: list[int],
-                       adjust: ChunkHook | None = None) -> list[LocalEpisode]:
-    """One episode per seed; ``adjust`` maps the base chunk to the executed one (a residual)."""
+def run_local_episodes(policy: BasePolicy, sim_config: SimConfig, seeds: list[int]) -> list[LocalEpisode]:
+    """One episode per seed, the base policy alone."""
     camera = policy.spec.cameras[0].name
     instruction = instruction_for(sim_config.task)
     out = []
@@ -40,11 +35,7 @@ def run_local_episodes(policy: BasePolicy, sim_config: SimConfig, seeds: list[in
             steps, success = 0, False
             while steps < sim_config.max_steps and not success:
                 batch = ObservationBatch({camera: sim.render()[None]}, sim.state[None], [instruction])
-                base = policy.predict(batch)
-                chunk = base.actions[0]
-                if adjust is not None:
-                    chunk = adjust(base.features[0], chunk)
-                for action in chunk:
+                for action in policy.predict(batch).actions[0]:
                     step = sim.step(np.clip(action, -1.0, 1.0))
                     steps += 1
                     success = step.success

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from services.robot_sim.metaworld_env import MetaWorldSim, ScriptedExpert, SimConfig
+from w2a_models.episodes import STATE_LAYOUT
+
+HAND, OBJECT = STATE_LAYOUT["ee_pos"], STATE_LAYOUT["object_pos"]
 
 VAE_CELL_PX = 8  # spatial downsampling of the Wan VAE in the world model
 
@@ -45,12 +48,12 @@ def measure_chunk_motion(config: SimConfig, episodes: int = 10, chunk: int = 8, 
     with MetaWorldSim(config) as sim:
         for s in range(seed, seed + episodes):
             obs = sim.reset(s)
-            hand, obj = [obs[:3].copy()], [obs[4:7].copy()]
+            hand, obj = [obs[HAND].copy()], [obs[OBJECT].copy()]
             for _ in range(config.max_steps):
                 step = sim.step(expert(obs))
                 obs = step.obs
-                hand.append(obs[:3].copy())
-                obj.append(obs[4:7].copy())
+                hand.append(obs[HAND].copy())
+                obj.append(obs[OBJECT].copy())
                 if step.success or step.truncated:
                     successes += int(step.success)
                     break

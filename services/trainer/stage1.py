@@ -101,15 +101,23 @@ def hard_negative_index(skill: np.ndarray, demo: np.ndarray, rows: np.ndarray, k
     return index, mask
 
 
-def perturbed_negative_loss(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,
-                            actions: torch.Tensor, k: int, scale: float, temperature: float) -> torch.Tensor:
-    """InfoNCE of each video against its own chunk and k noisy copies of it (no batch rows)."""
-    noisy = actions[:, None] + scale * torch.randn((len(actions), k) + tuple(actions.shape[1:]))
+def local_scores(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,
+                 actions: torch.Tensor, k: int, scale: float,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """[B, 1 + k] cosines of each video with its own chunk (column 0) and k noisy copies of it."""
+    noisy = actions[:, None] + scale * torch.randn((len(actions), k) + tuple(actions.shape[1:]),
+                                                   generator=generator)
     zn = model.action(noisy.flatten(0, 1)).view(len(actions), k, -1)
     v = torch.nn.functional.normalize(z_video, dim=-1)
     pos = (v * torch.nn.functional.normalize(z_action, dim=-1)).sum(-1, keepdim=True)
     neg = torch.einsum("be,bke->bk", v, torch.nn.functional.normalize(zn, dim=-1))
-    logits = torch.cat([pos, neg], dim=1) / temperature
+    return torch.cat([pos, neg], dim=1)
+
+
+def perturbed_negative_loss(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,
+                            actions: torch.Tensor, k: int, scale: float, temperature: float) -> torch.Tensor:
+    """InfoNCE of each video against its own chunk and k noisy copies of it (no batch rows)."""
+    logits = local_scores(model, z_video, z_action, actions, k, scale) / temperature
     return torch.nn.functional.cross_entropy(logits, torch.zeros(len(actions), dtype=torch.long))
 
 
@@ -135,11 +143,8 @@ def retrieval(model: Stage1Adapters, chunks: ChunkSet) -> dict:
         out[f"{name}_top1_same_skill"] = float(np.mean(r_same < 1))
         out[f"{name}_top5_same_skill"] = float(np.mean(r_same < 5))
     # local: the true chunk against perturbed versions of itself (the residual's neighbourhood)
-    gen = torch.Generator().manual_seed(0)
     k = 8
-    noisy = act[:, None] + 0.3 * torch.randn((len(act), k) + tuple(act.shape[1:]), generator=gen)
-    zn = torch.nn.functional.normalize(model.action(noisy.flatten(0, 1)), dim=-1).view(len(act), k, -1)
-    local = torch.cat([(zv * za).sum(-1, keepdim=True), torch.einsum("be,bke->bk", zv, zn)], dim=1)
+    local = local_scores(model, zv, za, act, k, 0.3, torch.Generator().manual_seed(0))
     out["v2a_top1_local"] = float((local.argmax(dim=1) == 0).float().mean())
     out["chance_top1_local"] = 1.0 / (k + 1)
     out["chance_top1_all"] = 1.0 / len(chunks)

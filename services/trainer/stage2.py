@@ -146,6 +146,6 @@ def expert_residual_loss(residual: ResidualPolicy, features: torch.Tensor, base:
     target = expert - base.clamp(-1.0, 1.0)
     res = residual(features, base)
     loss = torch.nn.functional.mse_loss(res, target)
-    return loss, {"loss": loss.item(), "expert_mse": loss.item(), "residual_l2": (res ** 2).mean().item(),
+    return loss, {"loss": loss.item(), "residual_l2": (res ** 2).mean().item(),
                   "residual_abs_max": res.detach().abs().max().item(),
                   "target_abs_median": target.abs().median().item()}
