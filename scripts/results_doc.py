@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.demo import arms_table, stage1_table, version_table  # noqa: E402
+from services.demo import UPPER_BOUND_ARMS, arms_table, stage1_table, version_table  # noqa: E402
 
 
 def summary(report: dict) -> dict:
@@ -30,7 +30,8 @@ def summary(report: dict) -> dict:
               "base_success_rate": a["base"]["success_rate"], "w2a_success_rate": a["w2a"]["success_rate"],
               "base_ci95": a["base"]["ci95"], "w2a_ci95": a["w2a"]["ci95"],
               "p_value": paired.get(t, {}).get("p_value"),  # w2a vs base, exact McNemar (paired)
-              "arms": {arm: {"success_rate": e["success_rate"], "ci95": e["ci95"], "episodes": e["episodes"]}
+              "arms": {arm: {"success_rate": e["success_rate"], "ci95": e["ci95"], "episodes": e["episodes"],
+                             **({"upper_bound": True} if arm in UPPER_BOUND_ARMS else {})}
                        for arm, e in a.items()}}
              for t, a in by_task.items() if "base" in a and "w2a" in a]
     keys = ("v2a_top1_same_skill", "a2v_top1_same_skill", "v2a_top1_all", "chance_top1_same_skill",
