@@ -54,6 +54,7 @@ class DemoProfile:
     residual_scale: float = 0.05
     trainer_lr: float = 3e-4
     trainer_steps_per_batch: int = 1
+    trainer_replay_batch: int = 0  # earlier chunks mixed into every Stage 2 step (on-policy aggregation)
     local_negatives: int = 0  # Stage 2 local negatives (see services.trainer.stage2.Stage2Config)
     base_negative: bool = False
     wm_features: str = "dit_pooled"  # or "latent_map" (spatial; Stage 1 then uses the spatial adapter)
@@ -76,7 +77,7 @@ PROFILES = {
                         eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2,
                         arms=("w2a", "w2a_pooled_dit", "expert_corrected"), upper_eval_episodes=2,
                         wm_features="latent_map", stage1_same_index=True, stage1_perturbed=2,
-                        local_negatives=2, base_negative=True),
+                        local_negatives=2, base_negative=True, trainer_replay_batch=8),
     "default": DemoProfile("default"),
     # The experiment. Tasks and the base's demo count from scripts/pilot_base.py (rollout-range
     # seeds): with 6 demos the base succeeds on 0.20 / 0.27 / 0.43 of pick-place / push /
@@ -261,6 +262,7 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
         "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
         "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": f"demo-trainer-{arm}",
         "W2A_TRAINER_STEPS_PER_BATCH": str(p.trainer_steps_per_batch),
+        "W2A_TRAINER_REPLAY_BATCH": str(p.trainer_replay_batch),
         "W2A_TRAINER_LOCAL_NEGATIVES": str(p.local_negatives),
         "W2A_TRAINER_LOCAL_NOISE": str(max(0.05, 0.1 * p.residual_scale)),
         "W2A_TRAINER_BASE_NEGATIVE": str(p.base_negative).lower(),

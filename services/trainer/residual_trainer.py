@@ -2,13 +2,16 @@
 
 One iteration: read rollout entries (``RolloutStream``) → decode logged chunks → once a batch is
 full, ask the frozen world model for each chunk's target latents → one residual update
-(``stage2_loss``) → every ``checkpoint_every`` updates write the checkpoint *with the ids it
-used* → only then XACK them → every ``push_every`` updates offer the weights to the pusher.
+(``stage2_loss``; ``steps_per_batch`` optimizer steps, each on the batch plus ``replay_batch``
+earlier chunks from ``services.trainer.replay``) → every ``checkpoint_every`` updates write the
+checkpoint *with the ids it used* → only then XACK them → every ``push_every`` updates offer the
+weights to the pusher.
 
 Crash safety: entries are acked only after the checkpoint that contains their update, so a crash
 re-delivers them; the checkpoint carries an ``AppliedLedger`` of the ids it applied, so entries
 re-delivered after a crash *between* checkpoint and ack are acked without training twice.
-Optimizer state is checkpointed too, so a resumed run continues the same optimisation.
+Optimizer state is checkpointed too, so a resumed run continues the same optimisation (the replay
+buffer is not: it refills from new entries, see ``services.trainer.replay``).
 
 Data-parallel (``torchrun``, planned, not implemented): each rank its own consumer in the group
 (consumer name + rank), the residual wrapped in DDP, rank 0 alone checkpoints and pushes.
@@ -29,6 +32,7 @@ import redis
 import torch
 
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
+from services.trainer.replay import ReplayBuffer
 from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
 from services.trainer.stage2 import (Stage2Config, StepSample, TrainerMode, decode_step,
                                      expert_residual_loss, freeze, stage2_loss)
@@ -64,6 +68,10 @@ class ResidualTrainerConfig:
     # Optimizer steps on each batch (its targets fetched once). On-policy data is scarce and a
     # residual starts at zero: one step per batch barely moves it in a short run.
     steps_per_batch: int = 1
+    # On-policy aggregation (services.trainer.replay): every step also trains on this many
+    # earlier chunks, drawn from the last ``replay_capacity`` with the targets they had.
+    replay_batch: int = 0
+    replay_capacity: int = 20_000
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -95,6 +103,7 @@ class ResidualTrainer:
         self.checkpointed_updates = 0
         self.ledger = AppliedLedger(config.ledger_capacity)
         self.buffer: list[StepSample] = []
+        self.replay = ReplayBuffer(config.replay_capacity if config.replay_batch else 0, config.seed)
         self._held: set[str] = set()  # ids in the buffer (XAUTOCLAIM may hand them to us again)
         self._oldest = 0.0
         self._applied: list[str] = []  # ids in updates not yet checkpointed
@@ -276,25 +285,29 @@ class ResidualTrainer:
         samples = self.buffer[:n]
         expert_mode = self.config.mode == "expert_corrected"
         # targets before touching state: a failure keeps the buffer
-        latents = None if expert_mode else self._target_latents(samples)
+        if expert_mode:
+            targets = np.stack([s.expert for s in samples])
+        else:
+            targets = self._target_latents(samples).numpy()
         if self.residual is None:
             self._build(self._residual_config_for(samples[0]))
-        features = torch.from_numpy(np.stack([s.features for s in samples]))
-        base = torch.from_numpy(np.stack([s.base for s in samples]))
-        expert = torch.from_numpy(np.stack([s.expert for s in samples])) if expert_mode else None
+        new = (np.stack([s.features for s in samples]), np.stack([s.base for s in samples]), targets)
+        replayed = min(len(self.replay), self.config.replay_batch)  # rows per step from the past
         self.residual.train()
         result = "skipped_nonfinite"
         for _ in range(self.config.steps_per_batch):
+            features, base, target = (torch.from_numpy(a) for a in self._with_replay(new))
             if expert_mode:
-                loss, stats = expert_residual_loss(self.residual, features, base, expert)
+                loss, stats = expert_residual_loss(self.residual, features, base, target)
             else:
-                loss, stats = stage2_loss(self.adapters, self.residual, features, base, latents,
+                loss, stats = stage2_loss(self.adapters, self.residual, features, base, target,
                                           self.config.loss)
             if not self._apply(loss):
                 result = "skipped_nonfinite"
                 break
             result = "applied"
         self.residual.eval()
+        self.replay.add(*new)
         # the chunks are consumed either way: a non-finite batch would only fail again
         self.buffer = self.buffer[n:]
         for s in samples:
@@ -302,7 +315,7 @@ class ResidualTrainer:
         self._applied.extend(s.entry_id for s in samples)
         self._oldest = time.monotonic()
         self.updates += 1
-        stats = {**stats, "update": self.updates, "chunks": n, "result": result}
+        stats = {**stats, "update": self.updates, "chunks": n, "replayed": replayed, "result": result}
         self.last_stats = stats
         self._record({**stats, "ids": [s.entry_id for s in samples],
                       "policy_versions": sorted({s.policy_version for s in samples})})
@@ -311,6 +324,13 @@ class ResidualTrainer:
         if self.pusher is not None and self.updates % self.config.push_every == 0:
             self.push()
         return stats
+
+    def _with_replay(self, new: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+        """The new batch plus ``replay_batch`` earlier chunks (a fresh draw for every step)."""
+        old = self.replay.sample(self.config.replay_batch)
+        if old is None:
+            return new
+        return tuple(np.concatenate([a, b]) for a, b in zip(new, old))
 
     def _apply(self, loss: torch.Tensor) -> bool:
         """One optimizer step; False (weights untouched) if the loss, gradient or result is not finite."""

@@ -232,3 +232,36 @@ def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_mo
     base = torch.from_numpy(np.stack([r["base"] for r in records]))
     with torch.no_grad():
         assert float(trainer.residual(features, base).mean()) > 0.2  # from 0 toward +0.5
+
+
+def test_replay_keeps_training_on_earlier_chunks(rds, tmp_path):
+    """On-policy aggregation: chunks of the first batch still shape the residual after many
+    later updates on other chunks; without replay they are forgotten."""
+    from services.trainer.stage2 import Stage2Config
+
+    def oracle(record, shift):
+        record["oracle"] = {"expert_actions": (np.clip(record["base"], -1, 1) + shift).astype(np.float32).tobytes()}
+        return record
+
+    first = [oracle(_step(i), +0.5) for i in range(4)]  # the first batch asks for +0.5
+    later = [oracle(_step(100 + i), -0.5) for i in range(40)]  # everything after for -0.5
+    errors = {}
+    for replay_batch in (0, 8):
+        stream = f"w2a:rollouts:{replay_batch}"
+        for r in first + later:
+            rds.xadd(stream, {STREAM_FIELD: pack_record(r)})
+        rolls = RolloutStream(rds, StreamConfig(stream=stream, block_ms=10, claim_idle_ms=60_000))
+        rolls.ensure_group()
+        trainer = ResidualTrainer(rolls, TableTargets(1, DIM), _adapters(), tmp_path / f"t{replay_batch}",
+                                  ResidualTrainerConfig(batch_size=4, residual_hidden=32, max_wait_s=0.0,
+                                                        mode="expert_corrected", residual_scale=1.0,
+                                                        steps_per_batch=5, replay_batch=replay_batch,
+                                                        loss=Stage2Config(lr=1e-2)))
+        trainer.ingest(rolls.read(count=100))
+        stats = [trainer.update(4) for _ in range(11)]
+        assert stats[0]["replayed"] == 0 and stats[-1]["replayed"] == min(replay_batch, 40)
+        features = torch.from_numpy(np.stack([r["features"] for r in first]))
+        base = torch.from_numpy(np.stack([r["base"] for r in first]))
+        with torch.no_grad():
+            errors[replay_batch] = float((trainer.residual(features, base) - 0.5).abs().mean())
+    assert errors[8] < 0.5 * errors[0], errors
