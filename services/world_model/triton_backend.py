@@ -59,9 +59,11 @@ class _WorldModelBackend:
         item = np.asarray(value).reshape(-1)[0] if np.asarray(value).size else b""
         return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
 
-    def _error(self, message: str):
+    def _error(self, message: str, invalid: bool = False):
+        """A per-request error; ``invalid``: the caller's mistake (gRPC INVALID_ARGUMENT)."""
         pb = _utils()
-        return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message))
+        code = pb.TritonError.INVALID_ARG if invalid else pb.TritonError.INTERNAL
+        return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message, code))
 
 
 class EncodeModel(_WorldModelBackend):
@@ -90,7 +92,7 @@ class EncodeModel(_WorldModelBackend):
                 video = video[0]  # a batched model sees [1, T, H, W, 3] per request
             problem = self._check(video)
             if problem:
-                responses[i] = self._error(problem)
+                responses[i] = self._error(problem, invalid=True)
                 continue
             text = self._text(self._optional(request, "TEXT", np.array([b""], dtype=object)))
             groups.setdefault(video.shape, []).append((i, video, text))
@@ -109,33 +111,53 @@ class EncodeModel(_WorldModelBackend):
 
 class GenerateModel(_WorldModelBackend):
     """wm_generate: FRAME uint8 [H,W,3], SKILL str, NUM_FRAMES, SEED, RETURN_VIDEO ->
-    FEATURES fp32 [T_lat, D] and VIDEO uint8 [T,H,W,3] (0 frames unless asked)."""
+    FEATURES fp32 [T_lat, D] and VIDEO uint8 [T,H,W,3] (0 frames unless asked).
+
+    Requests that Triton batched together and share a frame size and frame count are sampled
+    in one denoising loop (``WorldModel.generate_batch``: per-request seeds and skills, results
+    equal to one-by-one sampling)."""
+
+    def _parse(self, request) -> tuple[np.ndarray, str, int, int, bool]:
+        pb = _utils()
+        frame = pb.get_input_tensor_by_name(request, "FRAME").as_numpy()
+        if frame.ndim == 4 and frame.shape[0] == 1:
+            frame = frame[0]
+        skill = self._text(pb.get_input_tensor_by_name(request, "SKILL").as_numpy())
+        num_frames = int(np.asarray(self._optional(request, "NUM_FRAMES", np.array([13]))).reshape(-1)[0])
+        seed = int(np.asarray(self._optional(request, "SEED", np.array([0]))).reshape(-1)[0])
+        want_video = bool(np.asarray(self._optional(request, "RETURN_VIDEO", np.array([False]))).reshape(-1)[0])
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.size == 0:
+            raise ValueError(f"FRAME must be [H, W, 3], got {list(frame.shape)}")
+        if frame.shape[0] * frame.shape[1] > self.max_pixels or frame.shape[0] % 16 or frame.shape[1] % 16:
+            raise ValueError("FRAME height/width must be multiples of 16 within the pixel limit")
+        if not 1 < num_frames <= self.max_video_frames:
+            raise ValueError(f"NUM_FRAMES must be in (1, {self.max_video_frames}]")
+        if (num_frames - 1) % self.model.temporal_factor:
+            raise ValueError(f"NUM_FRAMES must be 1 + a multiple of {self.model.temporal_factor}, got {num_frames}")
+        return frame, skill, num_frames, seed, want_video
 
     def execute(self, requests):
         pb = _utils()
-        responses = []
-        for request in requests:
+        responses: list = [None] * len(requests)
+        groups: dict[tuple, list[tuple[int, np.ndarray, str, int]]] = {}
+        for i, request in enumerate(requests):
             try:
-                frame = pb.get_input_tensor_by_name(request, "FRAME").as_numpy()
-                if frame.ndim == 4 and frame.shape[0] == 1:
-                    frame = frame[0]
-                skill = self._text(pb.get_input_tensor_by_name(request, "SKILL").as_numpy())
-                num_frames = int(np.asarray(self._optional(request, "NUM_FRAMES", np.array([13]))).reshape(-1)[0])
-                seed = int(np.asarray(self._optional(request, "SEED", np.array([0]))).reshape(-1)[0])
-                want_video = bool(np.asarray(self._optional(request, "RETURN_VIDEO", np.array([False]))).reshape(-1)[0])
-                if frame.ndim != 3 or frame.shape[-1] != 3 or frame.size == 0:
-                    raise ValueError(f"FRAME must be [H, W, 3], got {list(frame.shape)}")
-                if frame.shape[0] * frame.shape[1] > self.max_pixels or frame.shape[0] % 16 or frame.shape[1] % 16:
-                    raise ValueError("FRAME height/width must be multiples of 16 within the pixel limit")
-                if not 1 < num_frames <= self.max_video_frames:
-                    raise ValueError(f"NUM_FRAMES must be in (1, {self.max_video_frames}]")
-                result = self.model.generate(frame, skill, num_frames, seed, decode=want_video)
-                video = result.video if want_video else np.zeros((0,) + frame.shape, np.uint8)
-                responses.append(pb.InferenceResponse(output_tensors=[
-                    pb.Tensor("FEATURES", result.features[None].astype(np.float32)),
-                    pb.Tensor("VIDEO", video[None].astype(np.uint8))]))
+                frame, skill, num_frames, seed, want_video = self._parse(request)
             except ValueError as exc:
-                responses.append(self._error(str(exc)))
-            except Exception as exc:  # noqa: BLE001
-                responses.append(self._error(f"generate failed: {type(exc).__name__}: {exc}"))
+                responses[i] = self._error(str(exc), invalid=True)
+                continue
+            groups.setdefault((frame.shape, num_frames, want_video), []).append((i, frame, skill, seed))
+        for (shape, num_frames, want_video), items in groups.items():
+            try:
+                results = self.model.generate_batch([f for _, f, _, _ in items], [s for *_, s, _ in items],
+                                                    num_frames, [e for *_, e in items], decode=want_video)
+            except Exception as exc:  # noqa: BLE001 - report, do not crash the model
+                for i, *_ in items:
+                    responses[i] = self._error(f"generate failed: {type(exc).__name__}: {exc}")
+                continue
+            for (i, *_), result in zip(items, results):
+                video = result.video if want_video else np.zeros((0,) + shape, np.uint8)
+                responses[i] = pb.InferenceResponse(output_tensors=[
+                    pb.Tensor("FEATURES", result.features[None].astype(np.float32)),
+                    pb.Tensor("VIDEO", video[None].astype(np.uint8))])
         return responses

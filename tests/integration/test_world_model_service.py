@@ -79,6 +79,7 @@ def test_bad_inputs_get_clear_errors_and_the_server_stays_up(stack):
         with pytest.raises(Exception) as err:
             infer_raw(array, dtype)
         assert needle.lower() in str(err.value).lower(), (needle, str(err.value))
+        assert err.value.status() == "StatusCode.INVALID_ARGUMENT", (needle, err.value.status())
     with pytest.raises(WorldModelError, match="uint8"):
         client.encode(np.zeros((13, 64, 64, 3), np.float32))
     with pytest.raises(WorldModelError, match="NUM_FRAMES"):
@@ -86,6 +87,48 @@ def test_bad_inputs_get_clear_errors_and_the_server_stays_up(stack):
     raw.close()
     assert client.ready()
     assert client.encode(_clip()).shape == (4, 128)
+
+
+def test_concurrent_generate_requests_are_sampled_as_one_batch_with_one_by_one_results(stack):
+    """Triton groups concurrent wm_generate requests; the backend samples a group in one loop,
+    and every request still gets exactly what it would alone (its seed, its skill)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, _, local = stack
+    frames = [_clip(seed=s)[0] for s in range(8)]
+    skills = ["push the puck", "open the door", "", "reach the puck"] * 2
+    seeds = list(range(8))
+    stats_client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}")
+
+    def counts():
+        stat = stats_client.get_inference_statistics("wm_generate", as_json=True)["model_stats"][0]
+        return int(stat.get("inference_count", 0)), int(stat.get("execution_count", 0))
+
+    def one(i):
+        with WorldModelClient(f"127.0.0.1:{server.ports.grpc}", timeout=120) as c:
+            return c.generate(frames[i], skills[i], 9, seed=seeds[i]).features
+
+    before = counts()
+    with ThreadPoolExecutor(8) as pool:
+        remote = list(pool.map(one, range(8)))
+    inferences, executions = (a - b for a, b in zip(counts(), before))
+    stats_client.close()
+    assert inferences == 8 and executions < 8, (inferences, executions)  # some requests shared a run
+    for i in range(8):
+        alone = local.generate(frames[i], skills[i], 9, seed=seeds[i]).features
+        np.testing.assert_allclose(remote[i], alone, atol=1e-4)
+
+
+def test_generate_batch_equals_one_by_one_in_process(stack):
+    _, _, local = stack
+    frames = [_clip(seed=s)[0] for s in range(3)]
+    batch = local.generate_batch(frames, ["push the puck", "", "open the door"], 9, [4, 5, 4], decode=True)
+    for frame, skill, seed, got in zip(frames, ["push the puck", "", "open the door"], [4, 5, 4], batch):
+        alone = local.generate(frame, skill, 9, seed=seed, decode=True)
+        np.testing.assert_allclose(got.features, alone.features, atol=1e-5)
+        assert np.abs(got.video.astype(int) - alone.video.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="share a size"):
+        local.generate_batch([frames[0], frames[0][:32]], ["a", "b"], 9, [0, 0])
 
 
 def test_stage1_chunks_through_triton_are_cached(stack, tmp_path):

@@ -265,25 +265,42 @@ class WorldModel:
                  decode: bool = False) -> Generation:
         """Sample a clip from ``frame`` and the skill text (``seed`` drives the sampler); tap its
         clean latents exactly like ``encode`` does a real clip (unconditional tap, fixed noise)."""
+        return self.generate_batch([frame], [skill_text], num_frames, [seed], decode)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, frames: list[np.ndarray], skill_texts: list[str], num_frames: int = 13,
+                       seeds: list[int] | None = None, decode: bool = False) -> list[Generation]:
+        """``generate`` for several requests of one frame size in one denoising loop.
+
+        Each clip has its own generator (seeded from its own seed) for the VAE posterior draw and
+        the initial noise, in the order the one-by-one call draws them, so a clip's result does
+        not depend on what it was batched with (equal up to float rounding of batched kernels)."""
         from PIL import Image
 
-        frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-            raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+        frames = [np.asarray(f) for f in frames]
+        seeds = [0] * len(frames) if seeds is None else list(seeds)
+        if not frames or len(skill_texts) != len(frames) or len(seeds) != len(frames):
+            raise ValueError(f"{len(frames)} frames, {len(skill_texts)} skills and {len(seeds)} seeds "
+                             "must be equally many (and at least one)")
+        for frame in frames:
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+                raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+            if frame.shape != frames[0].shape:
+                raise ValueError(f"frames of one batch must share a size: {frame.shape} vs {frames[0].shape}")
         if num_frames < 1 + self.temporal_factor or (num_frames - 1) % self.temporal_factor:
             raise ValueError(f"num_frames must be 1 + a positive multiple of {self.temporal_factor}")
-        height, width = frame.shape[:2]
-        embeds = self.text_embeddings([skill_text])
-        negative = self.text_embeddings([""])
+        height, width = frames[0].shape[:2]
         latents = self.pipe(
-            image=Image.fromarray(frame), prompt_embeds=embeds, negative_prompt_embeds=negative,
+            image=[Image.fromarray(f) for f in frames], prompt_embeds=self.text_embeddings(list(skill_texts)),
+            negative_prompt_embeds=self.text_embeddings([""] * len(frames)),
             height=height, width=width, num_frames=num_frames, fps=self.config.fps,
             num_inference_steps=self.config.num_inference_steps,
             guidance_scale=self.config.guidance_scale, output_type="latent",
-            generator=torch.Generator(device="cpu").manual_seed(seed)).frames
-        features = self.tap_features(latents)
-        video = self.vae_decode(latents) if decode else None
-        return Generation(features=features, video=video, latents=latents)
+            generator=[torch.Generator(device="cpu").manual_seed(s) for s in seeds]).frames
+        features = self.tap_features_batch(latents)
+        return [Generation(features=features[i],
+                           video=self.vae_decode(latents[i:i + 1]) if decode else None,
+                           latents=latents[i:i + 1]) for i in range(len(frames))]
 
     def generate_chain(self, frame: np.ndarray, skills: list[str], frames_per_skill: int = 13,
                        seed: int = 0) -> list[Generation]:
