@@ -319,10 +319,17 @@ def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progr
             "acts_during_pushes": acts[0], "failed_acts": failed[0]}
 
 
+WM_BENCH_MODELS = ("wm_encode", "wm_generate")
+
+
 def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: str | None = None,
-                      progress=print) -> dict:
-    """wm_encode through a real tritonserver: sequential single requests vs ``concurrency``
-    clients whose requests meet in Triton's dynamic batcher."""
+                      progress=print, model_name: str = "wm_encode") -> dict:
+    """``wm_encode`` (a 13-frame clip) or ``wm_generate`` (a frame + skill -> 9 frames, the
+    trainer's call) through a real tritonserver: sequential single requests vs ``concurrency``
+    clients whose requests meet in Triton's dynamic batcher (and, for wm_generate, one batched
+    denoising loop)."""
+    if model_name not in WM_BENCH_MODELS:
+        raise ValueError(f"model_name must be one of {WM_BENCH_MODELS}, got {model_name!r}")
     from services.world_model.client import WorldModelClient
     from services.world_model.launcher import TritonPorts, TritonServer
     from w2a_models.world_model.builder import build_tiny
@@ -344,11 +351,18 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
 
                 def worker() -> None:
                     with WorldModelClient(target, timeout=120, retries=0) as client:
-                        client.encode(clip)  # warm-up, not timed
+                        def call(seed: int = 0):
+                            if model_name == "wm_encode":
+                                return client.encode(clip)
+                            return client.generate(clip[0], "push the puck to the goal", 9, seed=seed)
+
+                        call()  # warm-up, not timed
+                        calls = 0
                         while time.perf_counter() < end:
                             t0 = time.perf_counter()
+                            calls += 1
                             try:
-                                client.encode(clip)
+                                call(calls)
                             except Exception:
                                 errors[0] += 1
                                 continue
@@ -363,12 +377,13 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
                     t.join()
                 return latencies, time.perf_counter() - start, errors[0]
 
-            progress("bench world-model: sequential")
+            progress(f"bench world-model: {model_name}, sequential")
             single, single_s, e1 = run(1)
-            progress(f"bench world-model: {concurrency} concurrent clients")
+            progress(f"bench world-model: {model_name}, {concurrency} concurrent clients")
             many, many_s, e2 = run(concurrency)
     batch1_rps, concurrent_rps = len(single) / single_s, len(many) / many_s
-    return {"model": "wm_encode", "clip": [13, 64, 64, 3], "concurrency": concurrency,
+    shape = [13, 64, 64, 3] if model_name == "wm_encode" else [9, 64, 64, 3]
+    return {"model": model_name, "clip": shape, "concurrency": concurrency,
             "seconds_per_run": seconds, "batch1_rps": batch1_rps, "concurrent_rps": concurrent_rps,
             "batching_gain": concurrent_rps / batch1_rps,
             "batch1_p50_ms": float(np.percentile(single, 50)),
