@@ -404,7 +404,8 @@ def _rollout_records(n: int, image_size: int, feature_dim: int, chunk_size: int,
                "images": {"corner": {"shape": list(image.shape), "data": image}}}
 
 
-def _consume(rds, group: str, targets, adapters, steps: int, out: Path, batch_size: int) -> dict:
+def _consume(rds, group: str, targets, adapters, steps: int, out: Path, batch_size: int,
+             pipeline: bool = True) -> dict:
     from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig
     from services.trainer.rollout_stream import RolloutStream, StreamConfig
 
@@ -412,7 +413,7 @@ def _consume(rds, group: str, targets, adapters, steps: int, out: Path, batch_si
                                                batch=min(256, steps)))
     stream.ensure_group()
     trainer = ResidualTrainer(stream, targets, adapters, out,
-                              ResidualTrainerConfig(batch_size=batch_size, max_wait_s=0.0))
+                              ResidualTrainerConfig(batch_size=batch_size, max_wait_s=0.0, pipeline=pipeline))
     start = time.perf_counter()
     consumed = 0
     while consumed < steps:
@@ -462,13 +463,20 @@ def bench_trainer(steps: int = 20_000, wm_steps: int = 128, batch_size: int = 32
             progress("bench trainer: consuming without world-model calls")
             table = _consume(rds, "bench-table", TableTargets(ROLLOUT_CHUNK // 4, dim), adapters, steps,
                              tmp / "t1", batch_size)
-            progress(f"bench trainer: consuming {wm_steps} steps with wm_generate over Triton")
             targets = WorldModelTargets(wm, ROLLOUT_CHUNK)
-            live = _consume(rds, "bench-wm", targets, adapters, wm_steps, tmp / "t2", batch_size)
+            live: dict[str, list[dict]] = {"pipelined": [], "sequential": []}
+            for rep in range(2):  # interleaved: this machine's timings drift
+                for mode in live:
+                    progress(f"bench trainer: consuming {wm_steps} steps with wm_generate over Triton "
+                             f"({mode}, run {rep + 1}/2)")
+                    live[mode].append(_consume(rds, f"bench-wm-{mode}-{rep}", targets, adapters, wm_steps,
+                                               tmp / f"t-{mode}-{rep}", batch_size, mode == "pipelined"))
             targets.close()
         rds.close()
     return {"steps_per_s_consumed": table["steps_per_s_consumed"], "updates_per_s": table["updates_per_s"],
             "target_steps_per_s_without_wm": 1000,
-            "without_wm": table, "with_wm": live,
+            "without_wm": table, "with_wm": live["pipelined"][-1],
+            "with_wm_steps_per_s": {m: float(np.mean([r["steps_per_s_consumed"] for r in runs]))
+                                    for m, runs in live.items()},
             "config": {"batch_size": batch_size, "chunk_size": ROLLOUT_CHUNK, "image_size": image_size,
                        "feature_dim": feature_dim, "checkpoint_every": 1, "redis": "embedded redis-server"}}

@@ -82,6 +82,10 @@ def demo(
     eval_seed_start: Optional[int] = typer.Option(
         None, help="First evaluation seed (>= 100000; default: the profile's). Re-evaluate on "
                    "placements no earlier run used."),
+    reuse: Optional[Path] = typer.Option(
+        None, help="An earlier run of the same profile: borrow its demos, base, world model and "
+                   "Stage 1 (refused if the profile differs on what those phases depend on); "
+                   "only Stage 2 and evaluation run."),
 ) -> None:
     """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
     import time
@@ -103,7 +107,7 @@ def demo(
         chosen = replace(chosen, eval_seed_start=eval_seed_start)
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
-        report = run_demo(out, chosen)
+        report = run_demo(out, chosen, reuse=reuse)
     except (RuntimeError, TimeoutError, ValueError) as exc:
         _fail(str(exc), 1)
     typer.echo(f"demo finished in {report['total_seconds'] / 60:.1f} min: {out / 'report.md'}")

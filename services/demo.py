@@ -324,51 +324,39 @@ def _evaluate(stack, p: DemoProfile, arm: str) -> list[dict]:
     return out
 
 
-def run_demo(out: Path, profile: DemoProfile) -> dict:
-    import redis
+def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict:
+    """The whole demo; ``reuse``: an earlier run whose demos, base, world model and Stage 1
+    this one borrows (see ``reuse_pretraining``)."""
     import torch
 
-    from services.planner.sync import measure_sync
-    from services.policy.client import PolicyClient
-    from services.robot_sim.robot import RobotConfig, result_dict, run_robots, split_seeds, summarise
     from services.stack import Stack, StackConfig
     from services.trainer.plots import plot_curves
-    from services.trainer.stage1 import Stage1Config, train_stage1
-    from services.trainer.stage1_data import TritonEncoder, build_chunks
     from services.trainer.world_model_train import WMTrainConfig, train_world_model
-    from services.world_model.client import WorldModelClient
-    from w2a_models.episodes import find_episode_files
 
     torch.set_num_threads(1)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = profile
-    clock = PhaseClock(total=6 + 2 * len(p.arms))
+    clock = PhaseClock(total=(4 if reuse is not None else 6) + 2 * len(p.arms))
     report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     spawn = mp.get_context("spawn")
 
-    clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
     data = out / "data"
-    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
-             p.action_repeat, p.max_steps) for i, t in enumerate(p.tasks)]
-    with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
-        collected = list(pool.map(_collect_task, jobs))
-    for c in collected:
-        print(f"  {c['task']}: {c['saved']} demos ({c['failures']} expert failures skipped)")
-        if c["saved"] < min(p.demos_per_task, p.base_demos_per_task + 1):
-            raise RuntimeError(f"{c['task']}: only {c['saved']} expert demos")
-    report["demos"] = {c["task"]: c["saved"] for c in collected}
-    report["sync"] = measure_sync(data)
-
-    clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
-                f"model on all of them")
-    base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
-    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps))
-        wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
-            vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
-        report["base"] = base_job.result()
-    report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
+    if reuse is not None:
+        clock.start(f"reuse demos, base, world model and Stage 1 from {reuse}")
+        report.update(reuse_pretraining(Path(reuse), out, p))
+    else:
+        clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
+        report.update(_collect_demos(data, p, spawn))
+        clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
+                    f"model on all of them")
+        base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps))
+            wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
+                vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
+            report["base"] = base_job.result()
+        report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
 
     clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
     stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model",
@@ -377,39 +365,13 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     try:
         for s in stack.services:
             print(f"  {s.name:12s} {s.address}")
-
-        clock.start("Stage 1: align world-model chunk latents and action chunks")
-        encoder = "spatial" if p.wm_features == "latent_map" else "temporal"
-        with WorldModelClient(stack.wm_url, timeout=300) as wm:
-            chunks = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
-        runs = [("chunk", "chunk", chunks, encoder), ("trajectory", "trajectory", chunks, encoder)]
-        if "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled":
-            # the ablation: the same weights read out as pooled DiT states, its own adapters
+        pooled_arm = "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled"
+        if pooled_arm:  # the ablation: the same weights read out as pooled DiT states
             stack.pooled_wm_url = stack.add_world_model("world-model-pooled", {"W2A_WM_FEATURES": "dit_pooled"})
-            with WorldModelClient(stack.pooled_wm_url, timeout=300) as wm:
-                pooled = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
-            runs.append(("pooled_dit", "chunk", pooled, "temporal"))
-        stage1 = {}
-        for name, alignment, data_chunks, video_encoder in runs:
-            stage1[name] = train_stage1(data_chunks, out / f"stage1_{name}", Stage1Config(
-                alignment=alignment, steps=p.stage1_steps, video_encoder=video_encoder,
-                same_index_negatives=p.stage1_same_index, perturbed_negatives=p.stage1_perturbed,
-                perturb_scale=0.3 * p.residual_scale))
-            s1 = stage1[name]
-            print(f"  {name}: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
-                  f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
-        report["stage1"] = stage1
-        # diagnosis: does the world model imagine the next chunk better than trivial baselines?
-        from services.trainer.world_model_eval import evaluate_world_model
+        if reuse is None:
+            clock.start("Stage 1: align world-model chunk latents and action chunks")
+            report.update(_stage1_and_wm_eval(stack, out, data, p, pooled_arm))
 
-        report["world_model_eval"] = evaluate_world_model(str(out / "world_model"), None,
-                                                          clips=p.wm_eval_clips, seed=0,
-                                                          features=p.wm_features)
-        wm_eval = report["world_model_eval"]
-        print(f"  world model: latent MSE {wm_eval['latent_mse_model']:.5f} vs copy-first-frame "
-              f"{wm_eval['latent_mse_copy_frame']:.5f}, wrong skill {wm_eval['latent_mse_wrong_skill']:.5f}")
-
-        target, token = stack.address("policy"), stack.config.robot_token
         evaluation, stage2 = [], {}
         for arm in p.arms:
             clock.start(f"Stage 2 [{arm}]: sim robots roll out while the trainer learns and pushes"
@@ -455,6 +417,93 @@ def run_demo(out: Path, profile: DemoProfile) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "report.md").write_text(render_report(report))
     return report
+
+
+def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:
+    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
+             p.action_repeat, p.max_steps) for i, t in enumerate(p.tasks)]
+    with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
+        collected = list(pool.map(_collect_task, jobs))
+    for c in collected:
+        print(f"  {c['task']}: {c['saved']} demos ({c['failures']} expert failures skipped)")
+        if c["saved"] < min(p.demos_per_task, p.base_demos_per_task + 1):
+            raise RuntimeError(f"{c['task']}: only {c['saved']} expert demos")
+    from services.planner.sync import measure_sync
+
+    return {"demos": {c["task"]: c["saved"] for c in collected}, "sync": measure_sync(data)}
+
+
+def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm: bool) -> dict:
+    """Stage 1 adapters over the stack's wm_encode (and the pooled read-out for the ablation),
+    then the world model's imagined features against trivial baselines."""
+    from services.trainer.stage1 import Stage1Config, train_stage1
+    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from services.trainer.world_model_eval import evaluate_world_model
+    from services.world_model.client import WorldModelClient
+    from w2a_models.episodes import find_episode_files
+
+    encoder = "spatial" if p.wm_features == "latent_map" else "temporal"
+    with WorldModelClient(stack.wm_url, timeout=300) as wm:
+        chunks = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+    runs = [("chunk", "chunk", chunks, encoder), ("trajectory", "trajectory", chunks, encoder)]
+    if pooled_arm:
+        with WorldModelClient(stack.pooled_wm_url, timeout=300) as wm:
+            pooled = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+        runs.append(("pooled_dit", "chunk", pooled, "temporal"))
+    stage1 = {}
+    for name, alignment, data_chunks, video_encoder in runs:
+        stage1[name] = train_stage1(data_chunks, out / f"stage1_{name}", Stage1Config(
+            alignment=alignment, steps=p.stage1_steps, video_encoder=video_encoder,
+            same_index_negatives=p.stage1_same_index, perturbed_negatives=p.stage1_perturbed,
+            perturb_scale=0.3 * p.residual_scale))
+        s1 = stage1[name]
+        print(f"  {name}: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
+              f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
+    # diagnosis: does the world model imagine the next chunk better than trivial baselines?
+    wm_eval = evaluate_world_model(str(out / "world_model"), None, clips=p.wm_eval_clips, seed=0,
+                                   features=p.wm_features)
+    print(f"  world model: latent MSE {wm_eval['latent_mse_model']:.5f} vs copy-first-frame "
+          f"{wm_eval['latent_mse_copy_frame']:.5f}, wrong skill {wm_eval['latent_mse_wrong_skill']:.5f}")
+    return {"stage1": stage1, "world_model_eval": wm_eval}
+
+
+# Profile fields that decide the demos, the base, the world model and Stage 1. A run that agrees
+# with this one on all of them can lend it those phases' outputs (``w2a demo --reuse``); only
+# Stage 2 and evaluation then run again.
+PRETRAINING_FIELDS = ("tasks", "demos_per_task", "base_demos_per_task", "image_size", "camera",
+                      "action_repeat", "base_steps", "wm_vae_steps", "wm_dit_steps", "wm_latent_clips",
+                      "stage1_steps", "max_steps", "wm_features", "stage1_same_index", "stage1_perturbed",
+                      "residual_scale", "wm_eval_clips")
+REUSED_DIRS = ("data", "base_data", "base", "world_model", "cache", "stage1_chunk", "stage1_trajectory",
+               "stage1_pooled_dit")
+REUSED_REPORT_KEYS = ("demos", "sync", "base", "world_model", "stage1", "world_model_eval")
+
+
+def reuse_pretraining(previous: Path, out: Path, p: DemoProfile) -> dict:
+    """Link an earlier run's demos, base, world model and Stage 1 into ``out``; its report's
+    entries for them come along (marked with where they came from). Refuses a run whose profile
+    differs on any field those phases depend on, naming the fields."""
+    report_file = previous / "report.json"
+    if not report_file.exists():
+        raise ValueError(f"--reuse {previous}: no report.json (not a finished w2a demo run)")
+    earlier = json.loads(report_file.read_text())
+    mine = asdict(p)
+    differ = [f for f in PRETRAINING_FIELDS
+              if json.dumps(earlier["profile"].get(f)) != json.dumps(mine[f])]
+    if differ:
+        raise ValueError(f"--reuse {previous}: its profile differs on {', '.join(differ)}; those "
+                         "phases would not be the ones this profile asks for")
+    needed = ["stage1_pooled_dit"] if "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled" else []
+    missing = [d for d in ("data", "base", "world_model", "stage1_chunk", *needed) if not (previous / d).exists()]
+    if missing:
+        raise ValueError(f"--reuse {previous}: missing {', '.join(missing)}")
+    for name in REUSED_DIRS:
+        source, link = (previous / name).resolve(), out / name
+        if source.exists() and not link.exists():
+            link.symlink_to(source, target_is_directory=True)
+    pieces = {k: earlier[k] for k in REUSED_REPORT_KEYS if k in earlier}
+    print(f"  reusing {', '.join(d for d in REUSED_DIRS if (out / d).exists())} from {previous}")
+    return {**pieces, "reused_from": str(previous.resolve())}
 
 
 def paired_by_task(evaluation: list[dict], control: str = "base", treatment: str = "w2a") -> dict:

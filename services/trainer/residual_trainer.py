@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -72,6 +73,9 @@ class ResidualTrainerConfig:
     # earlier chunks, drawn from the last ``replay_capacity`` with the targets they had.
     replay_batch: int = 0
     replay_capacity: int = 20_000
+    # Ask the world model for the next full batch's targets while the current update runs
+    # (targets only: nothing is acked or applied early, so delivery guarantees are unchanged).
+    pipeline: bool = True
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
@@ -104,6 +108,8 @@ class ResidualTrainer:
         self.ledger = AppliedLedger(config.ledger_capacity)
         self.buffer: list[StepSample] = []
         self.replay = ReplayBuffer(config.replay_capacity if config.replay_batch else 0, config.seed)
+        self._prefetcher: ThreadPoolExecutor | None = None
+        self._prefetched: tuple[tuple[str, ...], Future] | None = None  # (entry ids, their latents)
         self._held: set[str] = set()  # ids in the buffer (XAUTOCLAIM may hand them to us again)
         self._oldest = 0.0
         self._applied: list[str] = []  # ids in updates not yet checkpointed
@@ -269,16 +275,36 @@ class ResidualTrainer:
 
     # -- one update ------------------------------------------------------------------------------
 
-    def _target_latents(self, samples: list[StepSample]) -> torch.Tensor:
-        try:
-            latents = np.asarray(self.targets(samples), dtype=np.float32)
-        except Exception as exc:  # any WM failure means: back off and retry
-            raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
+    def _fetch_latents(self, samples: list[StepSample]) -> np.ndarray:
+        latents = np.asarray(self.targets(samples), dtype=np.float32)
         acfg = self.adapters.config
         if latents.ndim != 3 or latents.shape[0] != len(samples) or latents.shape[2] != acfg.token_dim:
             raise TargetError(f"world-model latents {latents.shape} do not fit the Stage 1 adapters "
                               f"([{len(samples)}, L, {acfg.token_dim}])")
-        return torch.from_numpy(latents)
+        return latents
+
+    def _target_latents(self, samples: list[StepSample]) -> np.ndarray:
+        """Targets of ``samples``: the prefetched ones if they are for exactly these entries."""
+        ids = tuple(s.entry_id for s in samples)
+        pending, self._prefetched = self._prefetched, None
+        try:
+            if pending is not None and pending[0] == ids:
+                return pending[1].result()
+            return self._fetch_latents(samples)
+        except TargetError:
+            raise
+        except Exception as exc:  # any WM failure means: back off and retry
+            raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
+
+    def _prefetch_next(self, after: int) -> None:
+        """Start fetching the targets of the full batch behind the first ``after`` chunks."""
+        nxt = self.buffer[after:after + self.config.batch_size]
+        if (not self.config.pipeline or self.config.mode == "expert_corrected"
+                or len(nxt) < self.config.batch_size):
+            return
+        if self._prefetcher is None:
+            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="stage2-prefetch")
+        self._prefetched = (tuple(s.entry_id for s in nxt), self._prefetcher.submit(self._fetch_latents, nxt))
 
     def update(self, n: int) -> dict[str, float]:
         """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure."""
@@ -288,7 +314,8 @@ class ResidualTrainer:
         if expert_mode:
             targets = np.stack([s.expert for s in samples])
         else:
-            targets = self._target_latents(samples).numpy()
+            targets = self._target_latents(samples)
+            self._prefetch_next(n)  # the next batch's targets arrive while this update runs
         if self.residual is None:
             self._build(self._residual_config_for(samples[0]))
         new = (np.stack([s.features for s in samples]), np.stack([s.base for s in samples]), targets)
@@ -431,6 +458,9 @@ class ResidualTrainer:
 
         Buffered chunks not yet trained on stay unacked: Redis re-delivers them to the next run.
         """
+        if self._prefetcher is not None:  # targets of an update that will not run are dropped
+            self._prefetcher.shutdown(wait=False, cancel_futures=True)
+            self._prefetched = None
         try:
             self.checkpoint()
         except redis.RedisError as exc:

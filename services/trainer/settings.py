@@ -44,6 +44,7 @@ class TrainerSettings(BaseSettings):
     steps_per_batch: int = Field(1, ge=1)  # optimizer steps on each batch (targets fetched once)
     replay_batch: int = Field(0, ge=0)  # earlier chunks mixed into every step (0 = no replay)
     replay_capacity: int = Field(20_000, ge=0)  # chunks (and their targets) the replay keeps
+    pipeline: bool = True  # fetch the next batch's targets while the current update runs
     temperature: float = Field(0.07, gt=0)
     residual_l2: float = Field(0.01, ge=0)
     local_negatives: int = Field(0, ge=0)  # noisy copies of a_final as negatives of their row

@@ -265,3 +265,57 @@ def test_replay_keeps_training_on_earlier_chunks(rds, tmp_path):
         with torch.no_grad():
             errors[replay_batch] = float((trainer.residual(features, base) - 0.5).abs().mean())
     assert errors[8] < 0.5 * errors[0], errors
+
+
+class RecordingTargets(TableTargets):
+    """Targets that note which entries each call was for and on which thread it ran."""
+
+    def __init__(self, fail_call=None):
+        super().__init__(1, DIM)
+        self.calls: list[tuple[tuple[str, ...], str]] = []
+        self.fail_call = fail_call
+
+    def __call__(self, samples):
+        self.calls.append((tuple(s.entry_id for s in samples), threading.current_thread().name))
+        if len(self.calls) == self.fail_call:
+            raise ConnectionError("world model down")
+        return super().__call__(samples)
+
+
+def test_pipeline_fetches_the_next_batch_targets_during_the_update_and_uses_them_once(rds, tmp_path):
+    ids = _publish(rds, [_step(i) for i in range(12)])
+    targets = RecordingTargets()
+    trainer = _trainer(rds, tmp_path / "t", targets=targets)
+    trainer.ingest(trainer.stream.read())
+    for _ in range(3):
+        trainer.update(4)
+    # one call per batch, in order; the second and third were prefetched off the main thread
+    assert [c[0] for c in targets.calls] == [tuple(ids[0:4]), tuple(ids[4:8]), tuple(ids[8:12])]
+    assert targets.calls[0][1] == threading.main_thread().name
+    assert all(name.startswith("stage2-prefetch") for _, name in targets.calls[1:])
+    assert _pending(rds) == 0  # delivery unchanged: all checkpointed and acked
+    trainer.close()
+
+
+def test_a_failed_prefetch_keeps_the_batch_and_is_fetched_again(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(8)])
+    targets = RecordingTargets(fail_call=2)  # the prefetch of the second batch fails
+    trainer = _trainer(rds, tmp_path / "t", targets=targets)
+    trainer.ingest(trainer.stream.read())
+    trainer.update(4)
+    with pytest.raises(TargetError, match="world model down"):
+        trainer.update(4)
+    assert len(trainer.buffer) == 4 and trainer.updates == 1 and _pending(rds) == 4
+    trainer.update(4)  # fetched again, synchronously
+    assert trainer.updates == 2 and _pending(rds) == 0 and len(targets.calls) == 3
+    trainer.close()
+
+
+def test_pipeline_off_fetches_on_the_main_thread_only(rds, tmp_path):
+    _publish(rds, [_step(i) for i in range(8)])
+    targets = RecordingTargets()
+    trainer = _trainer(rds, tmp_path / "t", targets=targets, pipeline=False)
+    trainer.ingest(trainer.stream.read())
+    trainer.update(4)
+    trainer.update(4)
+    assert [name for _, name in targets.calls] == [threading.main_thread().name] * 2

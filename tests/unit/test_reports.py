@@ -45,3 +45,33 @@ def test_results_json_keeps_its_keys_and_adds_arms_and_p_value():
     assert set(task["arms"]) == {"base", "w2a", "expert_corrected"}
     assert set(task["arms"]["w2a"]) == {"success_rate", "ci95", "episodes"}
     assert 0 < task["p_value"] < 0.02
+
+
+def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile(tmp_path):
+    import json
+    from dataclasses import asdict, replace
+
+    import pytest
+
+    from services.demo import PROFILES, reuse_pretraining
+
+    p = PROFILES["tiny"]
+    earlier = tmp_path / "earlier"
+    for d in ("data", "base", "world_model", "stage1_chunk", "stage1_pooled_dit"):
+        (earlier / d).mkdir(parents=True)
+    (earlier / "base" / "weights").write_text("w")
+    (earlier / "report.json").write_text(json.dumps({"profile": asdict(p), "base": {"loss": 1.0},
+                                                     "stage1": {"chunk": {}}}))
+    out = tmp_path / "now"
+    out.mkdir()
+    # Stage 2 settings may differ: they are what a reuse is for
+    pieces = reuse_pretraining(earlier, out, replace(p, trainer_lr=1.0, arms=("w2a", "w2a_pooled_dit")))
+    assert (out / "base" / "weights").read_text() == "w"
+    assert pieces["base"] == {"loss": 1.0} and pieces["reused_from"] == str(earlier.resolve())
+    with pytest.raises(ValueError, match="base_steps, stage1_steps"):
+        reuse_pretraining(earlier, tmp_path / "other", replace(p, base_steps=1, stage1_steps=2))
+    with pytest.raises(ValueError, match="no report.json"):
+        reuse_pretraining(tmp_path / "nothing", out, p)
+    (earlier / "stage1_pooled_dit").rmdir()
+    with pytest.raises(ValueError, match="missing stage1_pooled_dit"):
+        reuse_pretraining(earlier, tmp_path / "third", p)
