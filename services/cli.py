@@ -280,6 +280,8 @@ def wm_eval_cmd(
     clips: int = typer.Option(24, min=1),
     seed: int = typer.Option(0),
     guidance: float = typer.Option(1.0, min=1.0, help="Classifier-free guidance scale (1 = off)."),
+    steps: int = typer.Option(8, min=1, help="Sampling steps (wm_generate's num_inference_steps)."),
+    features: str = typer.Option("dit_pooled", help="dit_pooled | latent_map (the read-out compared)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generated vs true future chunk latents, against copy-frame, dataset-mean and wrong-skill."""
@@ -290,7 +292,8 @@ def wm_eval_cmd(
     torch.set_num_threads(1)
     try:
         result = evaluate_world_model(str(model), str(data) if data else None, clips, seed,
-                                      guidance_scale=guidance)
+                                      guidance_scale=guidance, features=features,
+                                      num_inference_steps=steps)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(result, indent=None if as_json else 1))

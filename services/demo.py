@@ -89,9 +89,13 @@ PROFILES = {
                         wm_dit_steps=2000, wm_latent_clips=1000, stage1_steps=1000,
                         rollout_rounds=4, rollout_episodes_per_task=10, eval_episodes=200,
                         upper_eval_episodes=50, eval_seed_start=EVAL_SEEDS_START + 60_000,
-                        arms=("w2a", "w2a_pooled_dit", "w2a_real_future", "expert_corrected"),
-                        residual_scale=1.0, residual_max_norm=2.0, trainer_lr=1e-3,
-                        trainer_steps_per_batch=10, push_every=1,
+                        arms=("w2a", "w2a_real_future", "expert_corrected"),
+                        residual_scale=1.0, residual_max_norm=2.0, trainer_lr=1e-3, push_every=1,
+                        # scripts/pilot_stage2.py (expert upper bound, rollout-range seeds): 10
+                        # steps per batch without replay fit the last batch and broke pick-place
+                        # and push (-22, -30 points); replay of 96 earlier chunks and 30 steps
+                        # per batch gave +43 / +38 / +30 points on pick-place / push / plate-slide
+                        trainer_steps_per_batch=30, trainer_replay_batch=96,
                         # scripts/representation_study.py on the first full run's data (docs/results.md):
                         # spatial latents + same-index + perturbed negatives raised local retrieval
                         # of held-out chunks 0.46 -> 0.79 (chance 0.11) and flipped cos_grad_wm > 0

@@ -28,9 +28,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 24, seed: int = 0,
-                         progress=None, guidance_scale: float = 1.0, features: str = "dit_pooled") -> dict:
+                         progress=None, guidance_scale: float = 1.0, features: str = "dit_pooled",
+                         num_inference_steps: int = 8) -> dict:
+    """``num_inference_steps``: the sampler's steps (the cost/quality knob of ``wm_generate``);
+    the result carries the sampling time per generated clip."""
+    import time
+
     wm = WorldModel.from_pretrained(model_dir, WorldModelConfig(guidance_scale=guidance_scale,
-                                                                features=features))
+                                                                features=features,
+                                                                num_inference_steps=num_inference_steps))
     meta = getattr(wm, "meta", {})
     if data is None:
         paths = meta.get("episodes_heldout") or []
@@ -56,9 +62,12 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
     err = {"model": [], "copy": [], "mean": [], "wrong": []}
     vae_err = {"model": [], "copy": []}
     psnr = []
+    generate_s = 0.0
     for i, (clip, skill, e, _) in enumerate(samples):
         ep = source.episodes[e]
+        started = time.perf_counter()
         generated = wm.generate(clip[0], skill, frames, seed + i)
+        generate_s += time.perf_counter() - started
         right = generated.features
         options = [s.description for s in decompose(ep.instruction, ep.task)]
         wrong_skill = next((o for o in options if o != skill), "stay still")
@@ -82,6 +91,8 @@ def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 2
     result["latent_mse_copy_frame_vae"] = float(np.mean(vae_err["copy"]))
     result["clips"] = clips
     result["guidance_scale"] = guidance_scale
+    result["num_inference_steps"] = num_inference_steps
+    result["generate_ms_per_clip"] = 1e3 * generate_s / clips
     result["wrong_over_right"] = result["latent_mse_wrong_skill"] / max(result["latent_mse_model"], 1e-12)
     # paired: how often the right skill beats the wrong one on the same clip and seed
     result["right_beats_wrong_frac"] = float(np.mean(np.array(err["model"]) < np.array(err["wrong"])))
