@@ -62,7 +62,7 @@ def test_chain_conditions_each_segment_on_the_previous_last_frame(wm, monkeypatc
     original = wm.pipe.__call__
 
     def spy(*args, **kwargs):
-        seen.append(np.asarray(kwargs["image"]))
+        seen.append(np.asarray(kwargs["image"][0]))  # one request: a list of one image
         return original(*args, **kwargs)
 
     monkeypatch.setattr(type(wm.pipe), "__call__", lambda self, *a, **k: spy(*a, **k))
@@ -89,3 +89,41 @@ def test_latent_map_features_are_the_clean_latents_kept_spatial(tmp_path):
     np.testing.assert_allclose(gen.features, wm.tap_features(gen.latents), atol=1e-6)
     with pytest.raises(ValueError, match="features must be one of"):
         WorldModelConfig(features="pooled")
+
+
+def test_conditioning_latents_do_not_depend_on_the_padding_the_stock_pipeline_encodes(wm):
+    """Why ConditionedVideoToWorldPipeline may encode the conditioning frame alone: the Wan VAE
+    is causal, so the first latent frame of the padded clip equals that of the frame itself."""
+    import torch
+
+    frame = _clip()[0]
+    padded = np.repeat(frame[None], 9, axis=0)
+    with torch.no_grad():
+        alone = wm.vae.encode(wm.video_to_tensor(frame[None])).latent_dist.mean
+        full = wm.vae.encode(wm.video_to_tensor(padded)).latent_dist.mean
+    assert alone.shape[2] == 1 and full.shape[2] == 3
+    torch.testing.assert_close(alone, full[:, :, :1], atol=1e-5, rtol=1e-4)
+
+
+def test_conditioned_pipeline_samples_what_the_stock_pipeline_samples(wm, monkeypatch):
+    """With the posterior draw taken out (its mean) and the same initial noise, encoding only the
+    conditioning frame changes nothing in the sampled clip."""
+    import torch
+    from diffusers import Cosmos2VideoToWorldPipeline
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from PIL import Image
+
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
+    stock = Cosmos2VideoToWorldPipeline(**wm.pipe.components)
+    stock.set_progress_bar_config(disable=True)
+    frame = _clip()[0]
+    noise = torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def sample(pipe):
+        return pipe(image=[Image.fromarray(frame)], prompt_embeds=wm.text_embeddings(["push the puck"]),
+                    negative_prompt_embeds=wm.text_embeddings([""]), height=64, width=64, num_frames=9,
+                    num_inference_steps=4, guidance_scale=1.0, output_type="latent",
+                    latents=noise.clone()).frames
+
+    assert wm.transformer.config.in_channels - 1 == noise.shape[1]
+    torch.testing.assert_close(sample(wm.pipe), sample(stock), atol=1e-5, rtol=1e-4)

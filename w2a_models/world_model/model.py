@@ -1,7 +1,8 @@
 """WorldModel: encode real clips and generate clips, both to per-latent-frame features.
 
-The unmodified diffusers ``Cosmos2VideoToWorldPipeline`` samples clips, so a real Cosmos-Predict2
-checkpoint directory works as well as the tiny one built here. Two feature kinds
+The diffusers ``Cosmos2VideoToWorldPipeline`` samples clips (with one change: only the
+conditioning frames are VAE-encoded, see ``pipeline.py``), so a real Cosmos-Predict2 checkpoint
+directory works as well as the tiny one built here. Two feature kinds
 (``WorldModelConfig.features``), each [T_lat, D] per clip:
 
 - ``dit_pooled``: the hidden states of ``transformer.transformer_blocks[tap_block]`` (a forward
@@ -96,10 +97,10 @@ class Generation:
 class WorldModel:
     def __init__(self, vae, transformer, scheduler, config: WorldModelConfig = WorldModelConfig(),
                  text_encoder=None, tokenizer=None, sentence_encoder=None) -> None:
-        from diffusers import Cosmos2VideoToWorldPipeline
+        from w2a_models.world_model.pipeline import ConditionedVideoToWorldPipeline
 
         self.config = config
-        self.pipe = Cosmos2VideoToWorldPipeline(
+        self.pipe = ConditionedVideoToWorldPipeline(
             text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
             scheduler=scheduler, safety_checker=NoOpSafetyChecker())
         self.pipe.set_progress_bar_config(disable=True)
