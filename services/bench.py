@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 
 from services.common.redis_server import EmbeddedRedis, free_port
-from services.common.rollout_log import STREAM_FIELD, pack_record
+from services.common.rollout_log import STREAM_FIELD, pack_record, unpack_record
 
 ROBOT, TRAINER = "bench-robot", "bench-trainer"
 INSTRUCTION = "pick up the puck and place it at the goal"
@@ -74,9 +74,11 @@ def _observation(size: int):
     return {"corner": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)}, rng.standard_normal(18)
 
 
-async def _load(target: str, robots: int, seconds: float, size: int, stream: bool = True) -> dict:
+async def _load(target: str, robots: int, seconds: float, size: int, stream: bool = True,
+                encoding: str = "raw") -> dict:
     """``robots`` closed-loop robots for ``seconds``: each holds one ``StreamAct`` session (as
-    robot controllers do) or, with ``stream=False``, makes one unary ``Act`` call per step."""
+    robot controllers do) or, with ``stream=False``, makes one unary ``Act`` call per step;
+    ``encoding``: how they send their camera frame (raw, jpeg, png)."""
     from services.policy.client import AsyncPolicyClient, act_request
 
     images, state = _observation(size)
@@ -88,7 +90,8 @@ async def _load(target: str, robots: int, seconds: float, size: int, stream: boo
     async def robot(i: int, client) -> None:
         nonlocal errors
         step = 0
-        request = act_request(f"robot-{i}", images, state, INSTRUCTION, episode_id=f"ep-{i}")
+        request = act_request(f"robot-{i}", images, state, INSTRUCTION, episode_id=f"ep-{i}",
+                              encoding=encoding)
         session = client.stream() if stream else None
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
@@ -140,6 +143,21 @@ def _summary(runs: list[dict]) -> dict:
             "grpc_floor_p50_ms": float(np.median([r["grpc_floor_p50_ms"] for r in runs])),
             "rps": len(lat) / sum(r["elapsed"] for r in runs), "requests": int(lat.size),
             "errors": sum(r["errors"] for r in runs)}
+
+
+def _last_entry_bytes(url: str, stream: str = "w2a:rollouts") -> int | None:
+    """Size of the newest step record in a stream (None when there is none)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        for _, fields in client.xrevrange(stream, count=50):
+            data = fields.get(STREAM_FIELD.encode())
+            if data is not None and unpack_record(data).get("kind") == "step":
+                return len(data)
+        return None
+    finally:
+        client.close()
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -197,8 +215,9 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
             redis_servers[name] = stack.enter_context(EmbeddedRedis(tmp / f"redis-{name}"))
             return redis_servers[name].url
 
-        def load(target: str, robots_: int, seconds_: float, stream: bool = True) -> dict:
-            return asyncio.run(_load(target, robots_, seconds_, image_size, stream))
+        def load(target: str, robots_: int, seconds_: float, stream: bool = True,
+                 encoding: str = "raw") -> dict:
+            return asyncio.run(_load(target, robots_, seconds_, image_size, stream, encoding))
 
         progress("bench policy: one robot (StreamAct session, then unary Act)")
         with policy_process(tmp / "base", tmp / "single", redis_url("single")) as target:
@@ -209,29 +228,40 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
             unbatched = _summary([load(target, robots, seconds)])
         configs = {"logged": (redis_url("logged"), {}), "unlogged": (None, {}),
                    # where logging's cost lies: the same records without the camera frames
-                   "logged_no_images": (redis_url("no-images"), {"log_images": "false"})}
+                   "logged_no_images": (redis_url("no-images"), {"log_images": "false"}),
+                   # robots that send JPEG: the server logs the bytes they sent
+                   "logged_jpeg": (redis_url("jpeg"), {})}
         servers = {name: stack.enter_context(policy_server_process(tmp / "base", tmp / name, url, **extra))
                    for name, (url, extra) in configs.items()}
-        runs: dict[str, list[dict]] = {name: [] for name in configs}
+        # load runs: (server, how robots send frames); JPEG robots' baseline is the unlogged
+        # server with JPEG robots (decoding costs both the same)
+        plan = {"logged": ("logged", "raw"), "unlogged": ("unlogged", "raw"),
+                "logged_no_images": ("logged_no_images", "raw"), "logged_jpeg": ("logged_jpeg", "jpeg"),
+                "unlogged_jpeg": ("unlogged", "jpeg")}
+        runs: dict[str, list[dict]] = {name: [] for name in plan}
         pids = {name: pid for name, (_, pid) in servers.items()}
         pids["redis"] = redis_servers["logged"].process.pid
         cpu: dict[str, float] = {name: 0.0 for name in pids}
         for name, (target, _) in servers.items():
             load(target, robots, 0.5)  # warm-up, not counted
         for i in range(slices):
-            progress(f"bench policy: logged vs unlogged, slice {i + 1}/{slices}")
-            for name in (list(configs) if i % 2 == 0 else list(configs)[::-1]):
-                watched = [name, "redis"] if name == "logged" else [name]
+            progress(f"bench policy: logged vs unlogged (raw and JPEG robots), slice {i + 1}/{slices}")
+            for name in (list(plan) if i % 2 == 0 else list(plan)[::-1]):
+                server, encoding = plan[name]
+                watched = [name, "redis"] if name == "logged" else [name] if name in pids else []
                 before = [_cpu_seconds(pids[w]) for w in watched]
-                runs[name].append(load(servers[name][0], robots, slice_s))
+                runs[name].append(load(servers[server][0], robots, slice_s, encoding=encoding))
                 for w, b in zip(watched, before):
                     a = _cpu_seconds(pids[w])
                     cpu[w] += (a - b) if a is not None and b is not None else float("nan")
-    logged, unlogged, no_images = (_summary(runs[n]) for n in configs)
-    errors = sum(r["errors"] for r in (single, single_unary, unbatched, logged, unlogged, no_images))
+        entry_bytes = {name: _last_entry_bytes(redis_servers[key].url)
+                       for name, key in (("raw", "logged"), ("jpeg", "jpeg"))}
+    logged, unlogged, no_images, logged_jpeg, unlogged_jpeg = (_summary(runs[n]) for n in plan)
+    errors = sum(r["errors"] for r in (single, single_unary, unbatched, logged, unlogged, no_images,
+                                       logged_jpeg, unlogged_jpeg))
 
-    def overhead(r: dict) -> float:
-        return 100.0 * (unlogged["rps"] - r["rps"]) / unlogged["rps"]
+    def overhead(r: dict, baseline: dict = unlogged) -> float:
+        return 100.0 * (baseline["rps"] - r["rps"]) / baseline["rps"]
 
     def cpu_us(name: str, r: dict) -> float | None:  # None where /proc is missing
         return None if np.isnan(cpu[name]) else 1e6 * cpu[name] / r["requests"]
@@ -258,6 +288,10 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
         "unlogged_rps": unlogged["rps"],
         "logging_overhead_pct": overhead(logged),
         "logging_overhead_no_images_pct": overhead(no_images),
+        "logging_overhead_jpeg_pct": overhead(logged_jpeg, unlogged_jpeg),
+        "jpeg_rps": logged_jpeg["rps"], "unlogged_jpeg_rps": unlogged_jpeg["rps"],
+        # one logged step record in the stream (msgpack): raw-frame robots vs JPEG robots
+        "stream_entry_bytes_raw": entry_bytes["raw"], "stream_entry_bytes_jpeg": entry_bytes["jpeg"],
         # the policy server process's own CPU per served step (the rest is redis-server's)
         "server_cpu_us_per_step_logged": cpu_us("logged", logged),
         "server_cpu_us_per_step_unlogged": cpu_us("unlogged", unlogged),

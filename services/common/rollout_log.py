@@ -53,6 +53,36 @@ def _encode_extra(value: Any) -> Any:
     raise TypeError(f"cannot log a {type(value).__name__}")
 
 
+def logged_image_entry(image: np.ndarray, sent: tuple[str, bytes] | None = None) -> dict:
+    """A step record's image: the bytes the robot sent, with their encoding and decoded shape.
+
+    A JPEG/PNG frame is logged compressed, as it arrived (the server only validated and decoded
+    it); a raw frame as its uint8 [H, W, 3] bytes. ``logged_image`` reads either back."""
+    if sent is None:
+        return {"shape": list(image.shape), "encoding": "raw", "data": image.tobytes()}
+    encoding, data = sent
+    return {"shape": list(image.shape), "encoding": encoding, "data": data}
+
+
+def logged_image(entry: dict) -> np.ndarray:
+    """uint8 [H, W, 3] of a logged image entry (records without ``encoding`` are raw)."""
+    encoding = entry.get("encoding", "raw")
+    shape = tuple(entry["shape"])
+    if encoding == "raw":
+        return np.frombuffer(entry["data"], np.uint8).reshape(shape).copy()
+    if encoding not in ("jpeg", "png"):
+        raise ValueError(f"logged image encoding {encoding!r} is not raw, jpeg or png")
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(entry["data"])) as img:
+        frame = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if frame.shape != shape:
+        raise ValueError(f"logged {encoding} image decodes to {frame.shape}, the record says {shape}")
+    return frame
+
+
 def record_id(payload: bytes) -> str:
     """Id of a packed record for exactly-once replay: the one embedded by the logger, or (frames
     spooled by older versions) a content hash."""

@@ -39,6 +39,8 @@ class StepInput:
     instruction: str
     base_only: bool = False
     enqueued_at: float = field(default_factory=time.perf_counter)
+    # camera -> (encoding, bytes) of images the robot sent compressed: logged as they came
+    sent: dict[str, tuple[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,6 +19,7 @@ class InvalidRequest(ValueError):
 
 
 MAX_PIXELS = 4096 * 4096
+LOGGED_ENCODINGS = {pb.IMAGE_ENCODING_JPEG: "jpeg", pb.IMAGE_ENCODING_PNG: "png"}
 
 
 def decode_image(image: pb.Image, expected_hw: tuple[int, int], field: str) -> np.ndarray:
@@ -67,7 +68,7 @@ def parse_request(req: pb.ActRequest, spec: PolicySpec, max_instruction_chars: i
         if image.camera in by_camera:
             raise InvalidRequest(f"observation.images[{i}].camera", f"{image.camera!r} given twice")
         by_camera[image.camera] = (i, image)
-    images = {}
+    images, sent = {}, {}
     for cam in spec.cameras:
         if cam.name not in by_camera:
             if len(spec.cameras) == 1 and len(obs.images) == 1 and not obs.images[0].camera:
@@ -76,9 +77,12 @@ def parse_request(req: pb.ActRequest, spec: PolicySpec, max_instruction_chars: i
                 raise InvalidRequest("observation.images", f"missing camera {cam.name!r}")
         i, image = by_camera[cam.name]
         images[cam.name] = decode_image(image, (cam.height, cam.width), f"observation.images[{i}]")
+        if image.encoding != pb.IMAGE_ENCODING_RAW:  # validated by the decode: log it as it came
+            sent[cam.name] = (LOGGED_ENCODINGS[image.encoding], image.data)
     # The base sees the task instruction only (that is what it was trained on); the current
     # skill is logged with the step for the trainer.
-    return StepInput(images=images, state=state, instruction=instruction, base_only=req.base_only)
+    return StepInput(images=images, state=state, instruction=instruction, base_only=req.base_only,
+                     sent=sent)
 
 
 def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict | None:

@@ -20,9 +20,9 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
-from services.common.rollout_log import RolloutLogger
+from services.common.rollout_log import RolloutLogger, logged_image_entry
 from services.policy.auth import Authenticator, Role
-from services.policy.engine import BatchConfig, PolicyEngine, StepOutput
+from services.policy.engine import BatchConfig, PolicyEngine, StepInput, StepOutput
 from services.policy.metrics import PolicyMetrics
 from services.policy.observation import InvalidRequest, parse_oracle, parse_request
 from services.policy.safety import SafetyConfig
@@ -94,7 +94,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
                                batch_size=out.batch_size),
             step=request.step, base_only=request.base_only,
         )
-        self._log_step(request, step.images, step.state, out, server_ms, oracle)
+        self._log_step(request, step, out, server_ms, oracle)
         return response
 
     async def _reject(self, context, message: str) -> None:
@@ -200,7 +200,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
 
     # -- rollout records -----------------------------------------------------------------------
 
-    def _log_step(self, req: pb.ActRequest, images, state, out: StepOutput, server_ms: float,
+    def _log_step(self, req: pb.ActRequest, step: StepInput, out: StepOutput, server_ms: float,
                   oracle: dict | None = None) -> None:
         if self.rollouts is None:
             return
@@ -212,16 +212,16 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
             "step": req.step, "instruction": req.instruction, "skill": req.skill,
             "base_only": req.base_only, "evaluation": req.evaluation,
             "policy_version": out.version, "fallback": out.fallback,
-            "state": state.tobytes(), "chunk": list(out.final.shape),
+            "state": step.state.tobytes(), "chunk": list(out.final.shape),
             "base": out.base.tobytes(), "residual": out.residual.tobytes(),
             "final": out.final.tobytes(),
             # the trainer recomputes the residual from these with its current weights (Stage 2)
             "features": None if out.features is None else out.features.tobytes(),
             "client_time": req.client_time, "server_time": time.time(), "server_ms": server_ms,
         }
-        if self.settings.log_images:
-            record["images"] = {name: {"shape": list(img.shape), "data": img.tobytes()}
-                                for name, img in images.items()}
+        if self.settings.log_images:  # see services.common.rollout_log.logged_image
+            record["images"] = {name: logged_image_entry(img, step.sent.get(name))
+                                for name, img in step.images.items()}
         if oracle is not None:  # simulation only; read by the trainer's oracle modes alone
             record["oracle"] = oracle
         self.rollouts.log(record)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from services.common.rollout_log import logged_image
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.losses import info_nce
 from w2a_models.residual import ResidualPolicy
@@ -88,7 +89,7 @@ def decode_step(entry_id: str, record: dict[str, Any], camera: str,
         entry_id=entry_id,
         features=np.frombuffer(record["features"], np.float32).copy(),
         base=np.frombuffer(record["base"], np.float32).reshape(chunk).copy(),
-        frame=np.frombuffer(image["data"], np.uint8).reshape(image["shape"]).copy(),
+        frame=logged_image(image),
         skill=record.get("skill") or record.get("instruction", ""),
         episode=f"{record.get('robot_id')}/{record.get('episode_id')}",
         policy_version=int(record.get("policy_version") or 0),

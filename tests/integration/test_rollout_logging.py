@@ -147,3 +147,35 @@ def test_a_record_that_cannot_be_packed_is_dropped_and_counted_not_raised(tmp_pa
     logger.log({"kind": "step", "bad": object()})
     logger.log({"kind": "step", "ok": 1})
     assert logger.dropped == 1 and logger.queue_depth == 1
+
+
+def test_compressed_frames_are_logged_as_sent_and_decoded_by_the_trainer(tmp_path):
+    """A JPEG/PNG observation is logged as the bytes the robot sent (with its encoding), not as the
+    decoded array; the trainer decodes it to exactly what the server acted on."""
+    import io
+
+    from PIL import Image
+
+    from services.policy.client import image_proto
+    from services.trainer.stage2 import decode_step
+
+    base = tiny_base()
+    images, state = observation()
+    with EmbeddedRedis(tmp_path / "redis") as rds:
+        logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
+        with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
+            with PolicyClient(srv.target, ROBOT) as client:
+                for step, encoding in enumerate(("raw", "jpeg", "png")):
+                    client.act("r1", images, state, "push the puck", episode_id="ep1", step=step,
+                               encoding=encoding)
+        steps = [r for r in _records(rds.url) if r["kind"] == "step"]
+    sent = {enc: image_proto(images["corner"], "corner", enc).data for enc in ("jpeg", "png")}
+    raw, jpeg, png = (s["images"]["corner"] for s in steps)
+    assert raw["encoding"] == "raw" and len(raw["data"]) == 32 * 32 * 3
+    assert jpeg["encoding"] == "jpeg" and jpeg["data"] == sent["jpeg"] and len(jpeg["data"]) < len(raw["data"])
+    assert png["encoding"] == "png" and png["data"] == sent["png"]
+    with Image.open(io.BytesIO(sent["jpeg"])) as img:
+        jpeg_frame = np.asarray(img.convert("RGB"))
+    # PNG is lossless: the original frame; JPEG: what decoding the sent bytes gives
+    for record, expected in zip(steps, (images["corner"], jpeg_frame, images["corner"])):
+        np.testing.assert_array_equal(decode_step(record["id"], record, "corner").frame, expected)

@@ -161,3 +161,24 @@ def test_local_negatives_turn_the_gradient_toward_the_positive():
     in_batch = cosine(Stage2Config(residual_l2=0.0))
     local = cosine(Stage2Config(residual_l2=0.0, local_negatives=8, local_noise=0.1, base_negative=True))
     assert local > 0.3 and local > in_batch + 0.2, (in_batch, local)
+
+
+def test_logged_images_decode_by_their_encoding_and_refuse_what_they_cannot_be():
+    import io
+
+    import pytest
+    from PIL import Image
+
+    from services.common.rollout_log import logged_image, logged_image_entry
+
+    frame = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(logged_image(logged_image_entry(frame)), frame)
+    legacy = {"shape": [16, 16, 3], "data": frame.tobytes()}  # records written before "encoding"
+    np.testing.assert_array_equal(logged_image(legacy), frame)
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="PNG")
+    np.testing.assert_array_equal(logged_image(logged_image_entry(frame, ("png", buf.getvalue()))), frame)
+    with pytest.raises(ValueError, match="not raw, jpeg or png"):
+        logged_image({"shape": [16, 16, 3], "encoding": "webp", "data": b""})
+    with pytest.raises(ValueError, match="the record says"):
+        logged_image({"shape": [8, 8, 3], "encoding": "png", "data": buf.getvalue()})
