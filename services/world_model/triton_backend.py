@@ -67,11 +67,13 @@ class _WorldModelBackend:
 
 
 class EncodeModel(_WorldModelBackend):
-    """wm_encode: VIDEO uint8 [T,H,W,3] (+ optional TEXT) -> FEATURES fp32 [T_lat, D]."""
+    """wm_encode: VIDEO uint8 [B, T, H, W, 3] (+ optional TEXT [B, 1]) -> FEATURES fp32
+    [B, T_lat, D]. A request may carry several clips (up to ``max_batch_size``, as declared); the
+    clips of all requests in a Triton batch that share a shape run as one forward."""
 
     def _check(self, video: np.ndarray) -> str | None:
         if video.ndim != 4 or video.shape[-1] != 3:
-            return f"VIDEO must be [T, H, W, 3], got {list(video.shape)}"
+            return f"VIDEO must be [T, H, W, 3] per clip, got {list(video.shape)}"
         if video.shape[0] == 0:
             return "VIDEO is empty"
         if video.shape[0] > self.max_video_frames or video.shape[1] * video.shape[2] > self.max_pixels:
@@ -85,26 +87,35 @@ class EncodeModel(_WorldModelBackend):
     def execute(self, requests):
         pb = _utils()
         responses: list = [None] * len(requests)
-        groups: dict[tuple, list[tuple[int, np.ndarray, str]]] = {}
+        outputs: list[list] = [[] for _ in requests]  # per request: features of each of its clips
+        groups: dict[tuple, list[tuple[int, int, np.ndarray, str]]] = {}
         for i, request in enumerate(requests):
-            video = pb.get_input_tensor_by_name(request, "VIDEO").as_numpy()
-            if video.ndim == 5 and video.shape[0] == 1:
-                video = video[0]  # a batched model sees [1, T, H, W, 3] per request
-            problem = self._check(video)
+            videos = pb.get_input_tensor_by_name(request, "VIDEO").as_numpy()
+            clips = videos if videos.ndim == 5 else videos[None]  # a batched model sees [B, T, H, W, 3]
+            texts = np.asarray(self._optional(request, "TEXT", np.array([b""], dtype=object))).reshape(-1)
+            if len(texts) == 1:
+                texts = np.repeat(texts, len(clips))  # one text for every clip of the request
+            problem = next((p for p in (self._check(c) for c in clips) if p), None)
+            if problem is None and len(texts) != len(clips):
+                problem = f"TEXT has {len(texts)} entries for {len(clips)} clips"
             if problem:
                 responses[i] = self._error(problem, invalid=True)
                 continue
-            text = self._text(self._optional(request, "TEXT", np.array([b""], dtype=object)))
-            groups.setdefault(video.shape, []).append((i, video, text))
-        for items in groups.values():  # same-shape requests run as one batch
+            outputs[i] = [None] * len(clips)
+            for k, clip in enumerate(clips):
+                groups.setdefault(clip.shape, []).append((i, k, clip, self._text(texts[k:k + 1])))
+        for items in groups.values():  # same-shape clips run as one batch
             try:
-                feats = self.model.encode_batch(np.stack([v for _, v, _ in items]), [t for *_, t in items])
+                feats = self.model.encode_batch(np.stack([c for *_, c, _ in items]), [t for *_, t in items])
             except Exception as exc:  # noqa: BLE001 - report, do not crash the model
                 for i, *_ in items:
                     responses[i] = self._error(f"encode failed: {type(exc).__name__}: {exc}")
                 continue
-            for (i, *_), f in zip(items, feats):
-                out = pb.Tensor("FEATURES", f[None].astype(np.float32))
+            for (i, k, *_), f in zip(items, feats):
+                outputs[i][k] = f
+        for i, feats in enumerate(outputs):
+            if responses[i] is None:
+                out = pb.Tensor("FEATURES", np.stack(feats).astype(np.float32))
                 responses[i] = pb.InferenceResponse(output_tensors=[out])
         return responses
 

@@ -119,6 +119,29 @@ def test_concurrent_generate_requests_are_sampled_as_one_batch_with_one_by_one_r
         np.testing.assert_allclose(remote[i], alone, atol=1e-4)
 
 
+def test_a_client_batch_of_clips_is_encoded_clip_by_clip(stack):
+    """max_batch_size 8 is what wm_encode declares: a request may carry several clips (what
+    perf_analyzer -b 2 sends), each gets its own features."""
+    server, client, local = stack
+    raw = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports.grpc}")
+    clips = np.stack([_clip(9, seed=s) for s in range(2)])
+    video = grpcclient.InferInput("VIDEO", list(clips.shape), "UINT8")
+    video.set_data_from_numpy(clips)
+    text = grpcclient.InferInput("TEXT", [2, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"reach the puck"], [b""]], dtype=object))
+    features = raw.infer("wm_encode", [video, text], client_timeout=60).as_numpy("FEATURES")
+    assert features.shape == (2, 3, 128)
+    np.testing.assert_allclose(features[0], local.encode(clips[0], "reach the puck"), atol=1e-4)
+    np.testing.assert_allclose(features[1], local.encode(clips[1]), atol=1e-4)
+    np.testing.assert_allclose(features[0], client.encode(clips[0], "reach the puck"), atol=1e-5)
+    bad = grpcclient.InferInput("VIDEO", [2, 8, 64, 64, 3], "UINT8")
+    bad.set_data_from_numpy(np.zeros((2, 8, 64, 64, 3), np.uint8))
+    with pytest.raises(Exception, match="1 \\+ a multiple of 4") as err:
+        raw.infer("wm_encode", [bad], client_timeout=60)
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    raw.close()
+
+
 def test_generate_batch_equals_one_by_one_in_process(stack):
     _, _, local = stack
     frames = [_clip(seed=s)[0] for s in range(3)]
