@@ -15,6 +15,10 @@ import os
 import numpy as np
 
 
+FAILURE_METRIC = "w2a_wm_request_failure_total"
+_FAMILIES: dict[str, object] = {}  # one MetricFamily per name in this stub process
+
+
 def _utils():
     import triton_python_backend_utils as pb_utils  # provided by the python backend
 
@@ -46,6 +50,8 @@ class _WorldModelBackend:
             tap_seed=int(params.get("tap_seed") or 0),
             features=params.get("features") or os.environ.get("W2A_WM_FEATURES") or "dit_pooled")
         self.model = WorldModel.from_pretrained(model_dir, wm_config)
+        self._model_name = str(args.get("model_name", ""))
+        self._failures: dict[str, object] = {}  # reason -> counter (created on first use)
         self.max_video_frames = int(params.get("max_video_frames") or 257)
         self.max_pixels = int(params.get("max_pixels") or 512 * 512)
 
@@ -59,9 +65,24 @@ class _WorldModelBackend:
         item = np.asarray(value).reshape(-1)[0] if np.asarray(value).size else b""
         return item.decode("utf-8", errors="replace") if isinstance(item, bytes) else str(item)
 
+    def _count_failure(self, reason: str) -> None:
+        """Triton counts a python-backend response that carries an error as a *success*
+        (``nv_inference_request_success``; triton-inference-server/server#7713), so dashboards
+        could not see failures: this custom counter on Triton's /metrics endpoint does."""
+        pb = _utils()
+        if FAILURE_METRIC not in _FAMILIES:
+            _FAMILIES[FAILURE_METRIC] = pb.MetricFamily(
+                name=FAILURE_METRIC, kind=pb.MetricFamily.COUNTER,
+                description="w2a world-model requests answered with an error, by model and reason")
+        if reason not in self._failures:
+            self._failures[reason] = _FAMILIES[FAILURE_METRIC].Metric(
+                labels={"model": self._model_name, "reason": reason})
+        self._failures[reason].increment(1)
+
     def _error(self, message: str, invalid: bool = False):
         """A per-request error; ``invalid``: the caller's mistake (gRPC INVALID_ARGUMENT)."""
         pb = _utils()
+        self._count_failure("invalid_argument" if invalid else "internal")
         code = pb.TritonError.INVALID_ARG if invalid else pb.TritonError.INTERNAL
         return pb.InferenceResponse(output_tensors=[], error=pb.TritonError(message, code))
 

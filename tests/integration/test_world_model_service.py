@@ -142,6 +142,31 @@ def test_a_client_batch_of_clips_is_encoded_clip_by_clip(stack):
     raw.close()
 
 
+def _failures(server):
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10).read().decode()
+    return {(m, r): float(v) for m, r, v in
+            re.findall(r'w2a_wm_request_failure_total\{model="(\w+)",reason="(\w+)"\} (\S+)', text)}
+
+
+def test_failed_requests_are_counted_as_failures_on_the_metrics_endpoint(stack):
+    """Triton's own counters call an error response a success (server#7713): ours count it."""
+    server, client, _ = stack
+    before = _failures(server)
+    for _ in range(3):
+        with pytest.raises(WorldModelError):
+            client.encode(_clip(8))  # 8 frames: not 1 + 4k
+    with pytest.raises(WorldModelError):
+        client.generate(_clip()[0][:40], "x", 9)  # 40 px: not a multiple of 16
+    client.encode(_clip())  # a good one is not counted
+    after = _failures(server)
+    grown = {k: after[k] - before.get(k, 0.0) for k in after}
+    assert grown.get(("wm_encode", "invalid_argument")) == 3
+    assert grown.get(("wm_generate", "invalid_argument")) == 1
+
+
 def test_generate_batch_equals_one_by_one_in_process(stack):
     _, _, local = stack
     frames = [_clip(seed=s)[0] for s in range(3)]
