@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from enum import Enum
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class Role(str, Enum):
@@ -14,8 +17,11 @@ class Role(str, Enum):
 
 
 class Authenticator:
-    def __init__(self, enabled: bool, robot_tokens: list[str], trainer_token: str) -> None:
+    def __init__(self, enabled: bool, robot_tokens: list[str], trainer_token: str,
+                 rejected=None) -> None:
+        """``rejected``: a counter labelled by status code (``w2a_policy_rejected_total``)."""
         self.enabled = enabled
+        self.rejected = rejected
         self.robot_tokens = [t.encode() for t in robot_tokens]
         self.trainer_token = trainer_token.encode()
 
@@ -47,8 +53,16 @@ class Authenticator:
             return
         got = self.role_of(context.invocation_metadata())
         if got is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or unknown bearer token (metadata 'authorization: Bearer …')")
+            await self.deny(context, grpc.StatusCode.UNAUTHENTICATED,
+                            "missing or unknown bearer token (metadata 'authorization: Bearer …')")
         if role is not None and got != role:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"a {got.value} token may not call this method; it needs a {role.value} token")
+            await self.deny(context, grpc.StatusCode.PERMISSION_DENIED,
+                            f"a {got.value} token may not call this method; it needs a {role.value} token")
+
+    async def deny(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+        """Count, log (peer and reason, never the token) and abort: a brute force or a
+        misconfigured robot shows up in metrics and logs."""
+        if self.rejected is not None:
+            self.rejected.labels(code.name).inc()
+        log.warning("denied %s from %s: %s", code.name, context.peer(), message)
+        await context.abort(code, message)

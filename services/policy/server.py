@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
@@ -24,6 +23,7 @@ from services.common.rollout_log import RolloutLogger, logged_image_entry
 from services.policy.auth import Authenticator, Role
 from services.policy.engine import BatchConfig, PolicyEngine, StepInput, StepOutput
 from services.policy.metrics import PolicyMetrics
+from services.policy.reflection import enable_reflection
 from services.policy.observation import InvalidRequest, parse_oracle, parse_request
 from services.policy.safety import SafetyConfig
 from services.policy.sessions import SessionTable
@@ -103,11 +103,11 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
 
     async def _require_port(self, context, weights: bool) -> None:
         if weights and not self.serves_weights:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "weights are accepted on the admin port only (W2A_POLICY_ADMIN_PORT)")
+            await self.auth.deny(context, grpc.StatusCode.PERMISSION_DENIED,
+                                 "weights are accepted on the admin port only (W2A_POLICY_ADMIN_PORT)")
         if not weights and not self.serves_acting:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "this is the admin port: robots act on the main port")
+            await self.auth.deny(context, grpc.StatusCode.PERMISSION_DENIED,
+                                 "this is the admin port: robots act on the main port")
 
     async def Act(self, request, context):
         await self._require_port(context, weights=False)
@@ -258,7 +258,8 @@ class PolicyServer:
         self.rollouts = rollouts
         if rollouts is not None:
             rollouts.on_change = self.metrics.on_logger
-        self.auth = Authenticator(settings.auth_enabled, settings.robot_tokens, settings.trainer_token)
+        self.auth = Authenticator(settings.auth_enabled, settings.robot_tokens, settings.trainer_token,
+                                  rejected=self.metrics.rejected)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
@@ -277,9 +278,7 @@ class PolicyServer:
         if acting:
             self.servicer = servicer
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), server)
+        enable_reflection(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         address = f"{s.host}:{port}"
         if s.tls_cert is not None:
             creds = grpc.ssl_server_credentials([(Path(s.tls_key).read_bytes(),
