@@ -82,6 +82,9 @@ def demo(
     eval_seed_start: Optional[int] = typer.Option(
         None, help="First evaluation seed (>= 100000; default: the profile's). Re-evaluate on "
                    "placements no earlier run used."),
+    arms: Optional[str] = typer.Option(
+        None, help="Trained arms, comma-separated (default: the profile's): w2a, w2a_pooled_dit, "
+                   "w2a_real_future, expert_corrected (the last two are simulator-oracle upper bounds)."),
     reuse: Optional[Path] = typer.Option(
         None, help="An earlier run of the same profile: borrow its demos, base, world model and "
                    "Stage 1 (refused if the profile differs on what those phases depend on); "
@@ -90,7 +93,7 @@ def demo(
     """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
     import time
 
-    from services.demo import PROFILES, run_demo
+    from services.demo import ARM_MODES, PROFILES, run_demo
 
     from dataclasses import replace
 
@@ -105,6 +108,12 @@ def demo(
         except ValueError as exc:
             _fail(str(exc))
         chosen = replace(chosen, eval_seed_start=eval_seed_start)
+    if arms is not None:
+        names = tuple(a.strip() for a in arms.split(",") if a.strip())
+        unknown = [a for a in names if a not in ARM_MODES]
+        if unknown or not names:
+            _fail(f"--arms: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(ARM_MODES)}")
+        chosen = replace(chosen, arms=names)
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     try:
         report = run_demo(out, chosen, reuse=reuse)
@@ -280,7 +289,7 @@ def wm_eval_cmd(
     clips: int = typer.Option(24, min=1),
     seed: int = typer.Option(0),
     guidance: float = typer.Option(1.0, min=1.0, help="Classifier-free guidance scale (1 = off)."),
-    steps: int = typer.Option(8, min=1, help="Sampling steps (wm_generate's num_inference_steps)."),
+    steps: int = typer.Option(2, min=1, help="Sampling steps (wm_generate's num_inference_steps; 2 measured best here)."),
     features: str = typer.Option("dit_pooled", help="dit_pooled | latent_map (the read-out compared)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
