@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from services.planner.backends import PlannerBackend, PlannerError
 from services.planner.cache import PlanCache, plan_key
 from services.planner.openai_backend import OpenAIBackend
-from services.planner.rules import RulesBackend, decompose, skill_kind
+from services.planner.rules import TASK_SKILLS, RulesBackend, decompose, skill_kind
 from services.planner.schemas import (
     AlignedPair, AlignmentRequest, AlignmentResponse, ErrorResponse, PlanRequest, PlanResponse, Skill,
 )
@@ -87,6 +87,18 @@ def create_app(settings: PlannerSettings | None = None, redis_url: str | None = 
 
     async def plan_skills(instruction: str, task: str | None, max_skills: int,
                           backend_name: str | None) -> PlanResponse:
+        """Plan up to the server's limit, then cut to ``max_skills`` and say so: a silently
+        shortened plan would hand a robot the first skills of a task as if they were all."""
+        full = await _plan_full(instruction, task, backend_name)
+        skills = full.skills[:max_skills]
+        warnings = [] if task is None or task in TASK_SKILLS else [
+            f"unknown task {task!r} ignored (known: {', '.join(sorted(TASK_SKILLS))}); "
+            "planned from the instruction"]
+        return full.model_copy(update={"skills": skills, "truncated": len(full.skills) > max_skills,
+                                       "total_skills": len(full.skills), "warnings": warnings})
+
+    async def _plan_full(instruction: str, task: str | None, backend_name: str | None) -> PlanResponse:
+        max_skills = settings.max_skills_limit
         name = backend_name or settings.default_backend
         backend = backends[name]
         key = plan_key(name, backend.model, instruction, task, max_skills)

@@ -54,6 +54,10 @@ class PlanResponse(BaseModel):
     backend: str
     model: str
     cached: bool
+    truncated: bool = Field(False, description="True when the plan had more than max_skills skills")
+    total_skills: int = Field(0, ge=0, description="Skills in the whole plan (before max_skills)")
+    warnings: list[str] = Field(default_factory=list,
+                                description="What the planner ignored, e.g. an unknown task name")
 
 
 class SegmentIn(BaseModel):

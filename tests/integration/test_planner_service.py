@@ -56,11 +56,27 @@ def test_malformed_then_valid_is_retried():
         assert r.status_code == 200 and len(chat.requests) == 3
 
 
-def test_more_skills_than_asked_is_invalid_output():
+def test_a_plan_longer_than_max_skills_is_cut_and_says_so():
     with FakeChatServer() as chat:  # always answers two skills
         with TestClient(create_app(_openai_settings(chat.url, openai_retries=0))) as client:
             r = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 1})
-    assert r.status_code == 502 and "more than max_skills=1" in r.json()["detail"]
+            whole = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 4}).json()
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["skills"]) == 1 and body["truncated"] is True and body["total_skills"] == 2
+    assert whole["truncated"] is False and whole["total_skills"] == 2 and len(whole["skills"]) == 2
+
+
+def test_an_unknown_task_is_named_in_a_warning():
+    with TestClient(create_app(PlannerSettings(default_backend="rules", cache_enabled=False))) as client:
+        r = client.post("/v1/skill-plans", json={"instruction": "push the puck to the goal",
+                                                 "task": "no-such-task-v3"})
+        known = client.post("/v1/skill-plans", json={"instruction": "push the puck to the goal",
+                                                     "task": "push-v3"}).json()
+    assert r.status_code == 200 and r.json()["skills"]
+    (warning,) = r.json()["warnings"]
+    assert "no-such-task-v3" in warning and "push-v3" in warning
+    assert known["warnings"] == []
 
 
 def test_always_malformed_is_502_with_a_message():
