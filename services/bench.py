@@ -353,17 +353,12 @@ def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progr
             "acts_during_pushes": acts[0], "failed_acts": failed[0]}
 
 
-WM_BENCH_MODELS = ("wm_encode", "wm_generate")
-
-
 def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: str | None = None,
-                      progress=print, model_name: str = "wm_encode") -> dict:
-    """``wm_encode`` (a 13-frame clip) or ``wm_generate`` (a frame + skill -> 9 frames, the
-    trainer's call) through a real tritonserver: sequential single requests vs ``concurrency``
-    clients whose requests meet in Triton's dynamic batcher (and, for wm_generate, one batched
-    denoising loop)."""
-    if model_name not in WM_BENCH_MODELS:
-        raise ValueError(f"model_name must be one of {WM_BENCH_MODELS}, got {model_name!r}")
+                      progress=print) -> dict:
+    """Both Triton models on one real tritonserver: ``wm_encode`` (a 13-frame clip, Stage 1's
+    call) and ``wm_generate`` (a frame + skill -> 9 frames, the trainer's call); for each,
+    sequential single requests vs ``concurrency`` clients whose requests meet in Triton's dynamic
+    batcher (one forward / one denoising loop per batch)."""
     from services.world_model.client import WorldModelClient
     from services.world_model.launcher import TritonPorts, TritonServer
     from w2a_models.world_model.builder import build_tiny
@@ -377,7 +372,7 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
         with TritonServer(model, tmp / "triton", ports) as server:
             target = f"127.0.0.1:{server.ports.grpc}"
 
-            def run(clients: int) -> tuple[list[float], float, int]:
+            def run(model_name: str, clients: int) -> tuple[list[float], float, int]:
                 latencies: list[float] = []
                 errors = [0]
                 lock = threading.Lock()
@@ -411,18 +406,24 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
                     t.join()
                 return latencies, time.perf_counter() - start, errors[0]
 
-            progress(f"bench world-model: {model_name}, sequential")
-            single, single_s, e1 = run(1)
-            progress(f"bench world-model: {model_name}, {concurrency} concurrent clients")
-            many, many_s, e2 = run(concurrency)
-    batch1_rps, concurrent_rps = len(single) / single_s, len(many) / many_s
-    shape = [13, 64, 64, 3] if model_name == "wm_encode" else [9, 64, 64, 3]
-    return {"model": model_name, "clip": shape, "concurrency": concurrency,
-            "seconds_per_run": seconds, "batch1_rps": batch1_rps, "concurrent_rps": concurrent_rps,
-            "batching_gain": concurrent_rps / batch1_rps,
-            "batch1_p50_ms": float(np.percentile(single, 50)),
-            "p50_ms": float(np.percentile(many, 50)), "p99_ms": float(np.percentile(many, 99)),
-            "errors": e1 + e2}
+            figures: dict[str, dict] = {}
+            for model_name in ("wm_encode", "wm_generate"):
+                progress(f"bench world-model: {model_name}, sequential")
+                single, single_s, e1 = run(model_name, 1)
+                progress(f"bench world-model: {model_name}, {concurrency} concurrent clients")
+                many, many_s, e2 = run(model_name, concurrency)
+                batch1, concurrent = len(single) / single_s, len(many) / many_s
+                figures[model_name] = {
+                    "batch1_rps": batch1, "concurrent_rps": concurrent, "batching_gain": concurrent / batch1,
+                    "batch1_p50_ms": float(np.percentile(single, 50)),
+                    "p50_ms": float(np.percentile(many, 50)), "p99_ms": float(np.percentile(many, 99)),
+                    "errors": e1 + e2}
+    encode, generate = figures["wm_encode"], figures["wm_generate"]
+    return {"model": "wm_encode", "clip": [13, 64, 64, 3], "concurrency": concurrency,
+            "seconds_per_run": seconds, **{k: v for k, v in encode.items() if k != "errors"},
+            "generate_clip": [9, 64, 64, 3],
+            **{f"generate_{k}": v for k, v in generate.items() if k != "errors"},
+            "errors": encode["errors"] + generate["errors"]}
 
 
 def _rollout_records(n: int, image_size: int, feature_dim: int, chunk_size: int, skills: int = 4):
@@ -512,5 +513,6 @@ def bench_trainer(steps: int = 20_000, wm_steps: int = 128, batch_size: int = 32
             "without_wm": table, "with_wm": live["pipelined"][-1],
             "with_wm_steps_per_s": {m: float(np.mean([r["steps_per_s_consumed"] for r in runs]))
                                     for m, runs in live.items()},
+            "steps_per_s_with_wm": float(np.mean([r["steps_per_s_consumed"] for r in live["pipelined"]])),
             "config": {"batch_size": batch_size, "chunk_size": ROLLOUT_CHUNK, "image_size": image_size,
                        "feature_dim": feature_dim, "checkpoint_every": 1, "redis": "embedded redis-server"}}

@@ -632,16 +632,14 @@ def bench_world_model_cmd(
     concurrency: int = typer.Option(8, min=1),
     seconds: float = typer.Option(10.0, min=1.0),
     model: Optional[Path] = typer.Option(None, help="World-model dir (default: a tiny one)."),
-    triton_model: str = typer.Option("wm_encode", help="wm_encode | wm_generate."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """wm_encode / wm_generate throughput: sequential vs concurrent clients sharing dynamic batching."""
-    from services.bench import WM_BENCH_MODELS, bench_world_model
+    """wm_encode and wm_generate throughput: sequential vs concurrent clients sharing dynamic
+    batching (generate_* keys: the trainer's call)."""
+    from services.bench import bench_world_model
 
-    if triton_model not in WM_BENCH_MODELS:
-        _fail(f"--triton-model must be one of {', '.join(WM_BENCH_MODELS)}")
     result = bench_world_model(concurrency, seconds, str(model) if model else None,
-                               progress=(lambda m: typer.echo(m, err=True)), model_name=triton_model)
+                               progress=(lambda m: typer.echo(m, err=True)))
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 

@@ -167,6 +167,26 @@ def test_failed_requests_are_counted_as_failures_on_the_metrics_endpoint(stack):
     assert grown.get(("wm_generate", "invalid_argument")) == 1
 
 
+def test_one_bad_request_in_a_generate_batch_fails_alone(stack):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, _, local = stack
+
+    def one(i):
+        with WorldModelClient(f"127.0.0.1:{server.ports.grpc}", timeout=120, retries=0) as c:
+            try:  # request 2 asks for 10 frames (not 1 + 4k): its own error, nobody else's
+                return c.generate(_clip(seed=i)[0], "push the puck", 10 if i == 2 else 9, seed=i).features
+            except WorldModelError as exc:
+                return exc
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(one, range(5)))
+    assert isinstance(results[2], WorldModelError) and "NUM_FRAMES" in str(results[2])
+    for i in (0, 1, 3, 4):
+        np.testing.assert_allclose(results[i], local.generate(_clip(seed=i)[0], "push the puck", 9, seed=i).features,
+                                   atol=1e-4)
+
+
 def test_generate_batch_equals_one_by_one_in_process(stack):
     _, _, local = stack
     frames = [_clip(seed=s)[0] for s in range(3)]
