@@ -43,7 +43,8 @@ class _WorldModelBackend:
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         wm_config = WorldModelConfig(
             device=device,
-            num_inference_steps=int(params.get("num_inference_steps") or 2),
+            num_inference_steps=int(params.get("num_inference_steps")
+                                    or os.environ.get("W2A_WM_NUM_INFERENCE_STEPS") or 2),
             guidance_scale=float(params.get("guidance_scale") or 1.0),
             tap_block=int(params.get("tap_block") or -2),
             tap_sigma=float(params.get("tap_sigma") or 0.05),
