@@ -34,6 +34,14 @@ from w2a_models.checkpoints import Manifest
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PolicyService"].full_name
+# What GetInfo tells a client that knows the service only by reflection (no proto comments there)
+CONVENTIONS = (
+    "Image RAW: uint8 bytes, row-major [height, width, channels], channels = 3 (RGB), base64 in "
+    "JSON; JPEG/PNG: the encoded file bytes (height/width/channels may be left 0). "
+    "observation.state: state_dim floats. ActResponse.actions (and base_actions, "
+    "residual_actions): flat chunk_size x action_dim floats, row-major (step by step), each in "
+    "[limits.action_low, limits.action_high]. Auth: metadata 'authorization: Bearer <token>' "
+    "(robot token for Act/StreamAct).")
 
 
 def _floats(array: np.ndarray) -> list[float]:
@@ -133,6 +141,7 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
                              action_low=s.action_low, action_high=s.action_high,
                              residual_max_norm=s.residual_max_norm, max_batch=s.max_batch,
                              max_wait_ms=s.max_wait_ms),
+            conventions=CONVENTIONS,
         )
 
     # -- weights -------------------------------------------------------------------------------

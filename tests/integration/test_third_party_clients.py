@@ -84,6 +84,7 @@ def test_grpcurl_lists_describes_and_calls_by_reflection_with_json(server):
     assert "rpc Act" in grpcurl("describe", "w2a.v1.PolicyService")
     info = json.loads(grpcurl("w2a.v1.PolicyService/GetInfo", data={}))
     assert info["chunk_size"] == 4 and info["cameras"][0]["height"] == SIZE
+    assert "row-major [height, width, channels]" in info["conventions"]  # reflection has no comments
     images, state = observation()
     request = {"robot_id": "grpcurl-robot", "instruction": "push the puck",
                "observation": {"state": [float(x) for x in state],

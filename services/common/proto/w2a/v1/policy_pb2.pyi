@@ -155,7 +155,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_instruction_chars: _Optional[int] = ..., action_low: _Optional[_Iterable[float]] = ..., action_high: _Optional[_Iterable[float]] = ..., residual_max_norm: _Optional[float] = ..., max_batch: _Optional[int] = ..., max_wait_ms: _Optional[float] = ...) -> None: ...
 
 class PolicyInfo(_message.Message):
-    __slots__ = ("action_dim", "chunk_size", "state_dim", "cameras", "base_policy", "residual_version", "kept_versions", "limits")
+    __slots__ = ("action_dim", "chunk_size", "state_dim", "cameras", "base_policy", "residual_version", "kept_versions", "limits", "conventions")
     ACTION_DIM_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     STATE_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,7 @@ class PolicyInfo(_message.Message):
     RESIDUAL_VERSION_FIELD_NUMBER: _ClassVar[int]
     KEPT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CONVENTIONS_FIELD_NUMBER: _ClassVar[int]
     action_dim: int
     chunk_size: int
     state_dim: int
@@ -172,7 +173,8 @@ class PolicyInfo(_message.Message):
     residual_version: int
     kept_versions: _containers.RepeatedScalarFieldContainer[int]
     limits: Limits
-    def __init__(self, action_dim: _Optional[int] = ..., chunk_size: _Optional[int] = ..., state_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraInfo, _Mapping]]] = ..., base_policy: _Optional[str] = ..., residual_version: _Optional[int] = ..., kept_versions: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    conventions: str
+    def __init__(self, action_dim: _Optional[int] = ..., chunk_size: _Optional[int] = ..., state_dim: _Optional[int] = ..., cameras: _Optional[_Iterable[_Union[CameraInfo, _Mapping]]] = ..., base_policy: _Optional[str] = ..., residual_version: _Optional[int] = ..., kept_versions: _Optional[_Iterable[int]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., conventions: _Optional[str] = ...) -> None: ...
 
 class TensorSpec(_message.Message):
     __slots__ = ("name", "shape", "dtype")
