@@ -71,15 +71,11 @@ class Learner:
             self.update()
 
     def update(self) -> None:
-        new = [np.stack(x) for x in zip(*self.pending)]
+        new = tuple(np.stack(x) for x in zip(*self.pending))
         self.pending = []
         self.residual.train()
         for _ in range(self.schedule.steps):
-            rows = new
-            old = self.replay.sample(self.schedule.replay_batch)
-            if old is not None:
-                rows = [np.concatenate([a, b]) for a, b in zip(new, old)]
-            f, b, e = (torch.from_numpy(a) for a in rows)
+            f, b, e = (torch.from_numpy(a) for a in self.replay.mixed(new, self.schedule.replay_batch))
             loss, _ = expert_residual_loss(self.residual, f, b, e)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

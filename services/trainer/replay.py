@@ -58,3 +58,10 @@ class ReplayBuffer:
             return None
         index = self._rng.choice(self._size, size=min(n, self._size), replace=False)
         return tuple(a[index] for a in self._arrays)
+
+    def mixed(self, new: tuple[np.ndarray, ...], n: int) -> tuple[np.ndarray, ...]:
+        """``new`` rows followed by ``n`` earlier rows drawn now (``new`` alone while empty)."""
+        old = self.sample(n)
+        if old is None:
+            return tuple(new)
+        return tuple(np.concatenate([a, b]) for a, b in zip(new, old))

@@ -323,7 +323,9 @@ class ResidualTrainer:
         self.residual.train()
         result = "skipped_nonfinite"
         for _ in range(self.config.steps_per_batch):
-            features, base, target = (torch.from_numpy(a) for a in self._with_replay(new))
+            # a fresh draw of earlier chunks for every step
+            mixed = self.replay.mixed(new, self.config.replay_batch)
+            features, base, target = (torch.from_numpy(a) for a in mixed)
             if expert_mode:
                 loss, stats = expert_residual_loss(self.residual, features, base, target)
             else:
@@ -351,13 +353,6 @@ class ResidualTrainer:
         if self.pusher is not None and self.updates % self.config.push_every == 0:
             self.push()
         return stats
-
-    def _with_replay(self, new: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-        """The new batch plus ``replay_batch`` earlier chunks (a fresh draw for every step)."""
-        old = self.replay.sample(self.config.replay_batch)
-        if old is None:
-            return new
-        return tuple(np.concatenate([a, b]) for a, b in zip(new, old))
 
     def _apply(self, loss: torch.Tensor) -> bool:
         """One optimizer step; False (weights untouched) if the loss, gradient or result is not finite."""

@@ -29,7 +29,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def evaluate_world_model(model_dir: str, data: str | None = None, clips: int = 24, seed: int = 0,
                          progress=None, guidance_scale: float = 1.0, features: str = "dit_pooled",
-                         num_inference_steps: int = 2) -> dict:
+                         num_inference_steps: int = WorldModelConfig.num_inference_steps) -> dict:
     """``num_inference_steps``: the sampler's steps (the cost/quality knob of ``wm_generate``);
     the result carries the sampling time per generated clip."""
     import time

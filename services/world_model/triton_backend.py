@@ -16,7 +16,7 @@ import numpy as np
 
 
 FAILURE_METRIC = "w2a_wm_request_failure_total"
-_FAMILIES: dict[str, object] = {}  # one MetricFamily per name in this stub process
+_failure_family = None  # its MetricFamily, created once per stub process on first use
 
 
 def _utils():
@@ -44,7 +44,8 @@ class _WorldModelBackend:
         wm_config = WorldModelConfig(
             device=device,
             num_inference_steps=int(params.get("num_inference_steps")
-                                    or os.environ.get("W2A_WM_NUM_INFERENCE_STEPS") or 2),
+                                    or os.environ.get("W2A_WM_NUM_INFERENCE_STEPS")
+                                    or WorldModelConfig.num_inference_steps),
             guidance_scale=float(params.get("guidance_scale") or 1.0),
             tap_block=int(params.get("tap_block") or -2),
             tap_sigma=float(params.get("tap_sigma") or 0.05),
@@ -70,14 +71,14 @@ class _WorldModelBackend:
         """Triton counts a python-backend response that carries an error as a *success*
         (``nv_inference_request_success``; triton-inference-server/server#7713), so dashboards
         could not see failures: this custom counter on Triton's /metrics endpoint does."""
+        global _failure_family
         pb = _utils()
-        if FAILURE_METRIC not in _FAMILIES:
-            _FAMILIES[FAILURE_METRIC] = pb.MetricFamily(
+        if _failure_family is None:
+            _failure_family = pb.MetricFamily(
                 name=FAILURE_METRIC, kind=pb.MetricFamily.COUNTER,
                 description="w2a world-model requests answered with an error, by model and reason")
         if reason not in self._failures:
-            self._failures[reason] = _FAMILIES[FAILURE_METRIC].Metric(
-                labels={"model": self._model_name, "reason": reason})
+            self._failures[reason] = _failure_family.Metric(labels={"model": self._model_name, "reason": reason})
         self._failures[reason].increment(1)
 
     def _error(self, message: str, invalid: bool = False):

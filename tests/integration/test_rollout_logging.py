@@ -28,18 +28,27 @@ def _wait_for(predicate, timeout=15.0):
     return False
 
 
-def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
-    base = tiny_base()
-    images, state = observation()
+def _served_records(tmp_path, base, act) -> list[dict]:
+    """``act(client)`` against a policy server that logs to a real Redis; the stream's records
+    once the server has stopped (its stop flushes the logger's queue)."""
     with EmbeddedRedis(tmp_path / "redis") as rds:
         logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
         with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
             with PolicyClient(srv.target, ROBOT) as client:
-                for step in range(3):
-                    client.act("r1", images, state, "push the puck", episode_id="ep1", step=step * 4,
-                               skill="push")
-                client.end_episode("r1", "ep1", 12, success=True)
-        records = _records(rds.url)  # the server stop flushed the queue
+                act(client)
+        return _records(rds.url)
+
+
+def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
+    base = tiny_base()
+    images, state = observation()
+
+    def act(client):
+        for step in range(3):
+            client.act("r1", images, state, "push the puck", episode_id="ep1", step=step * 4, skill="push")
+        client.end_episode("r1", "ep1", 12, success=True)
+
+    records = _served_records(tmp_path, base, act)
     steps = [r for r in records if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [0, 4, 8]
     first = steps[0]
@@ -159,16 +168,13 @@ def test_compressed_frames_are_logged_as_sent_and_decoded_by_the_trainer(tmp_pat
     from services.policy.client import image_proto
     from services.trainer.stage2 import decode_step
 
-    base = tiny_base()
     images, state = observation()
-    with EmbeddedRedis(tmp_path / "redis") as rds:
-        logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
-        with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
-            with PolicyClient(srv.target, ROBOT) as client:
-                for step, encoding in enumerate(("raw", "jpeg", "png")):
-                    client.act("r1", images, state, "push the puck", episode_id="ep1", step=step,
-                               encoding=encoding)
-        steps = [r for r in _records(rds.url) if r["kind"] == "step"]
+
+    def act(client):
+        for step, encoding in enumerate(("raw", "jpeg", "png")):
+            client.act("r1", images, state, "push the puck", episode_id="ep1", step=step, encoding=encoding)
+
+    steps = [r for r in _served_records(tmp_path, tiny_base(), act) if r["kind"] == "step"]
     sent = {enc: image_proto(images["corner"], "corner", enc).data for enc in ("jpeg", "png")}
     raw, jpeg, png = (s["images"]["corner"] for s in steps)
     assert raw["encoding"] == "raw" and len(raw["data"]) == 32 * 32 * 3

@@ -38,3 +38,13 @@ def test_rows_of_another_shape_are_refused():
         replay.add(features, base[:1], np.zeros((2, 1), np.float32))
     with pytest.raises(ValueError, match=">= 0"):
         ReplayBuffer(-1)
+
+
+def test_mixed_puts_the_new_rows_first_and_adds_a_draw_of_earlier_ones():
+    replay = ReplayBuffer(capacity=10, seed=0)
+    new = _rows(100, 2)
+    assert all(a is b for a, b in zip(replay.mixed(new, 4), new))  # empty: the new rows alone
+    replay.add(*_rows(0, 6))
+    features, base, target = replay.mixed(new, 4)
+    assert features.shape == (6, 3) and base.shape == (6, 2, 4) and target.shape == (6, 1)
+    assert features[:2, 0].tolist() == [100, 101] and set(features[2:, 0].tolist()) <= set(range(6))
