@@ -93,7 +93,9 @@ def chunk_skills(episode: Episode, chunk_size: int) -> list[tuple[int, str]]:
     seg = segment_loaded(episode)
     usable = episode.length - 1  # frame s+M must exist
     aligned = align_skills(texts, seg.segments).in_sync
-    spans = [(s.start, min(s.end, usable)) for s in seg.segments if s.start < usable]
+    # Out of sync (noisy play data, an odd demo), the segments are not trusted for the cuts
+    # either: windows then tile the whole episode under the instruction.
+    spans = [(s.start, min(s.end, usable)) for s in seg.segments if s.start < usable] if aligned else None
     windows = chunk_windows(usable, chunk_size, segments=spans)
     return [(w.start, texts[w.segment] if aligned else episode.instruction) for w in windows]
 
@@ -109,7 +111,7 @@ def build_chunks(paths: list[Path], encoder: ClipEncoder, chunk_size: int = 8,
             continue
         cache = None
         if cache_dir is not None:
-            cache = Path(cache_dir) / f"wm-{encoder.version}" / f"{episode_hash(path)}_M{chunk_size}.npy"
+            cache = Path(cache_dir) / f"wm-{encoder.version}" / f"{episode_hash(path)}_M{chunk_size}_w2.npy"
         if cache is not None and cache.exists():
             feats = np.load(cache, allow_pickle=False)
         else:
