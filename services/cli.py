@@ -86,9 +86,9 @@ def demo(
         None, help="Trained arms, comma-separated (default: the profile's): w2a, w2a_pooled_dit, "
                    "w2a_real_future, expert_corrected (the last two are simulator-oracle upper bounds)."),
     reuse: Optional[Path] = typer.Option(
-        None, help="An earlier run of the same profile: borrow its demos, base, world model and "
-                   "Stage 1 (refused if the profile differs on what those phases depend on); "
-                   "only Stage 2 and evaluation run."),
+        None, help="An earlier run: borrow its demos, base and world model (refused if the profile "
+                   "differs on what they depend on), then its play data and Stage 1 where the "
+                   "profile agrees on theirs; the rest runs again."),
 ) -> None:
     """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
     import time

@@ -18,7 +18,7 @@ import multiprocessing as mp
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,10 @@ class DemoProfile:
     wm_sampling_steps: int = 2  # wm_generate's num_inference_steps (the server default)
     stage1_same_index: bool = False  # Stage 1 hard negatives at the same chunk index of the skill
     stage1_perturbed: int = 0  # Stage 1 perturbed copies of the positive chunk as negatives
+    # Play data for Stage 1 (services.robot_sim.play): the base with a random offset per chunk,
+    # every frame recorded, so the adapters also learn the base's states. 0 = demos only.
+    play_episodes_per_task: int = 0
+    play_offset_std: float = 0.3
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for upper-bound and ablation arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -170,6 +174,35 @@ def _base_subset(data: Path, out: Path, per_task: int, tasks) -> Path:
             if not link.exists():
                 link.symlink_to(path.resolve())
     return out
+
+
+def _play_task(args: tuple) -> dict:
+    base_dir, out, task, episodes, seed, size, camera, repeat, max_steps, offset_std = args
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    from services.robot_sim.metaworld_env import SimConfig
+    from services.robot_sim.play import PlayConfig, collect_play
+    from w2a_models.base_policy.tiny_vla import TinyVLA
+
+    torch.set_num_threads(1)
+    sim = SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat, max_steps=max_steps)
+    return collect_play(TinyVLA.load(base_dir), out, PlayConfig(sim, episodes=episodes, seed=seed,
+                                                                chunk_offset_std=offset_std), progress=False)
+
+
+def _collect_play_data(out: Path, p: DemoProfile, spawn) -> dict:
+    """Play episodes of the base per task (play-range seeds), for Stage 1."""
+    from services.robot_sim.play import PLAY_SEEDS_START
+
+    jobs = [(out / "base", out / "play" / t, t, p.play_episodes_per_task, PLAY_SEEDS_START + 1000 * i,
+             p.image_size, p.camera, p.action_repeat, p.max_steps, p.play_offset_std)
+            for i, t in enumerate(p.tasks)]
+    with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
+        played = list(pool.map(_play_task, jobs))
+    for r in played:
+        print(f"  {r['task']}: {r['episodes']} play episodes ({r['successes']} happened to succeed)")
+    return {r["task"]: {k: r[k] for k in ("episodes", "successes")} for r in played}
 
 
 def _success_by_version(results) -> dict[int, dict]:
@@ -346,14 +379,16 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = profile
-    clock = PhaseClock(total=(4 if reuse is not None else 6) + 2 * len(p.arms))
+    clock = PhaseClock(total=(4 if reuse is not None else 6) + 2 * len(p.arms) + int(p.play_episodes_per_task > 0))
     report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     spawn = mp.get_context("spawn")
 
     data = out / "data"
+    reused: tuple[str, ...] = ()
     if reuse is not None:
-        clock.start(f"reuse demos, base, world model and Stage 1 from {reuse}")
+        clock.start(f"reuse what agrees with this profile from {reuse}")
         report.update(reuse_pretraining(Path(reuse), out, p))
+        reused = tuple(report["reused"])
     else:
         clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
         report.update(_collect_demos(data, p, spawn))
@@ -366,6 +401,10 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
                 vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
             report["base"] = base_job.result()
         report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
+    if p.play_episodes_per_task and "play" not in reused:
+        clock.start(f"play data for Stage 1 ({p.play_episodes_per_task} base episodes per task, "
+                    f"offset std {p.play_offset_std} per chunk)")
+        report["play"] = _collect_play_data(out, p, spawn)
 
     clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
     stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model",
@@ -379,9 +418,10 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
         if pooled_arm:  # the ablation: the same weights read out as pooled DiT states
             stack.pooled_wm_url = stack.add_world_model("world-model-pooled", {
                 "W2A_WM_FEATURES": "dit_pooled", "W2A_WM_NUM_INFERENCE_STEPS": str(p.wm_sampling_steps)})
-        if reuse is None:
+        if "stage1" not in reused:
             clock.start("Stage 1: align world-model chunk latents and action chunks")
-            report.update(_stage1_and_wm_eval(stack, out, data, p, pooled_arm))
+            report.update(_stage1_and_wm_eval(stack, out, data, p, pooled_arm,
+                                              wm_eval="world_model_eval" not in report))
 
         evaluation, stage2 = [], {}
         for arm in p.arms:
@@ -444,9 +484,11 @@ def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:
     return {"demos": {c["task"]: c["saved"] for c in collected}, "sync": measure_sync(data)}
 
 
-def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm: bool) -> dict:
-    """Stage 1 adapters over the stack's wm_encode (and the pooled read-out for the ablation),
-    then the world model's imagined features against trivial baselines."""
+def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm: bool,
+                        wm_eval: bool = True) -> dict:
+    """Stage 1 adapters over the stack's wm_encode (and the pooled read-out for the ablation) on
+    the demos and any play data, then the world model's imagined features against trivial
+    baselines."""
     from services.trainer.stage1 import Stage1Config, train_stage1
     from services.trainer.stage1_data import TritonEncoder, build_chunks
     from services.trainer.world_model_eval import evaluate_world_model
@@ -454,12 +496,15 @@ def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm
     from w2a_models.episodes import find_episode_files
 
     encoder = "spatial" if p.wm_features == "latent_map" else "temporal"
+    episodes = find_episode_files(data)
+    if p.play_episodes_per_task:
+        episodes += find_episode_files(out / "play")
     with WorldModelClient(stack.wm_url, timeout=300) as wm:
-        chunks = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+        chunks = build_chunks(episodes, TritonEncoder(wm), 8, out / "cache")
     runs = [("chunk", "chunk", chunks, encoder), ("trajectory", "trajectory", chunks, encoder)]
     if pooled_arm:
         with WorldModelClient(stack.pooled_wm_url, timeout=300) as wm:
-            pooled = build_chunks(find_episode_files(data), TritonEncoder(wm), 8, out / "cache")
+            pooled = build_chunks(episodes, TritonEncoder(wm), 8, out / "cache")
         runs.append(("pooled_dit", "chunk", pooled, "temporal"))
     stage1 = {}
     for name, alignment, data_chunks, video_encoder in runs:
@@ -470,6 +515,8 @@ def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm
         s1 = stage1[name]
         print(f"  {name}: v2a top-1 same-skill {s1['v2a_top1_same_skill']:.2f} "
               f"(chance {s1['chance_top1_same_skill']:.2f}), all {s1['v2a_top1_all']:.2f}")
+    if not wm_eval:  # a reused world model keeps the evaluation it had
+        return {"stage1": stage1}
     # diagnosis: does the world model imagine the next chunk better than trivial baselines?
     wm_eval = evaluate_world_model(str(out / "world_model"), None, clips=p.wm_eval_clips, seed=0,
                                    features=p.wm_features, num_inference_steps=p.wm_sampling_steps)
@@ -478,43 +525,68 @@ def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm
     return {"stage1": stage1, "world_model_eval": wm_eval}
 
 
-# Profile fields that decide the demos, the base, the world model and Stage 1. A run that agrees
-# with this one on all of them can lend it those phases' outputs (``w2a demo --reuse``); only
-# Stage 2 and evaluation then run again.
+# Profile fields that decide each pretraining phase. A run that agrees with this one on a group
+# (and every group before it) lends it that group's outputs (``w2a demo --reuse``): demos, base
+# and world model first, then the play data, then Stage 1; what does not agree runs again.
 PRETRAINING_FIELDS = ("tasks", "demos_per_task", "base_demos_per_task", "image_size", "camera",
                       "action_repeat", "base_steps", "wm_vae_steps", "wm_dit_steps", "wm_latent_clips",
-                      "stage1_steps", "max_steps", "wm_features", "stage1_same_index", "stage1_perturbed",
-                      "residual_scale", "wm_eval_clips")
-REUSED_DIRS = ("data", "base_data", "base", "world_model", "cache", "stage1_chunk", "stage1_trajectory",
-               "stage1_pooled_dit")
-REUSED_REPORT_KEYS = ("demos", "sync", "base", "world_model", "stage1", "world_model_eval")
+                      "max_steps", "wm_features", "wm_eval_clips")
+PLAY_FIELDS = ("play_episodes_per_task", "play_offset_std")
+STAGE1_FIELDS = ("stage1_steps", "stage1_same_index", "stage1_perturbed", "residual_scale")
+PHASE_GROUPS = (  # (phase, fields, directories, report keys)
+    ("pretraining", PRETRAINING_FIELDS, ("data", "base_data", "base", "world_model", "cache"),
+     ("demos", "sync", "base", "world_model", "world_model_eval")),
+    ("play", PLAY_FIELDS, ("play",), ("play",)),
+    ("stage1", STAGE1_FIELDS, ("stage1_chunk", "stage1_trajectory", "stage1_pooled_dit"), ("stage1",)),
+)
+
+
+def _profile_value(profile: dict, name: str):
+    """A field of a stored profile; runs from before the field existed had its default."""
+    if name in profile:
+        return profile[name]
+    return next(f.default for f in fields(DemoProfile) if f.name == name)
 
 
 def reuse_pretraining(previous: Path, out: Path, p: DemoProfile) -> dict:
-    """Link an earlier run's demos, base, world model and Stage 1 into ``out``; its report's
-    entries for them come along (marked with where they came from). Refuses a run whose profile
-    differs on any field those phases depend on, naming the fields."""
+    """Link an earlier run's pretraining outputs into ``out``, phase group by phase group while
+    the profiles agree (the report's ``reused`` lists the groups; their report entries come
+    along). Refuses a run that differs on the demos, base or world model, naming the fields."""
     report_file = previous / "report.json"
     if not report_file.exists():
         raise ValueError(f"--reuse {previous}: no report.json (not a finished w2a demo run)")
     earlier = json.loads(report_file.read_text())
     mine = asdict(p)
-    differ = [f for f in PRETRAINING_FIELDS
-              if json.dumps(earlier["profile"].get(f)) != json.dumps(mine[f])]
-    if differ:
-        raise ValueError(f"--reuse {previous}: its profile differs on {', '.join(differ)}; those "
-                         "phases would not be the ones this profile asks for")
-    needed = ["stage1_pooled_dit"] if "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled" else []
-    missing = [d for d in ("data", "base", "world_model", "stage1_chunk", *needed) if not (previous / d).exists()]
-    if missing:
-        raise ValueError(f"--reuse {previous}: missing {', '.join(missing)}")
-    for name in REUSED_DIRS:
-        source, link = (previous / name).resolve(), out / name
-        if source.exists() and not link.exists():
-            link.symlink_to(source, target_is_directory=True)
-    pieces = {k: earlier[k] for k in REUSED_REPORT_KEYS if k in earlier}
-    print(f"  reusing {', '.join(d for d in REUSED_DIRS if (out / d).exists())} from {previous}")
-    return {**pieces, "reused_from": str(previous.resolve())}
+    groups = []
+    for phase, names, dirs, keys in PHASE_GROUPS:
+        differ = [f for f in names
+                  if json.dumps(_profile_value(earlier["profile"], f)) != json.dumps(mine[f])]
+        if differ and phase == "pretraining":
+            raise ValueError(f"--reuse {previous}: its profile differs on {', '.join(differ)}; its demos, "
+                             "base and world model would not be the ones this profile asks for")
+        if differ:
+            print(f"  {phase}: runs again ({', '.join(differ)} differ)")
+            break
+        if phase == "play" and not p.play_episodes_per_task:
+            continue
+        needed = {"pretraining": ["data", "base", "world_model"], "play": ["play"],
+                  "stage1": ["stage1_chunk"] + (["stage1_pooled_dit"] if "w2a_pooled_dit" in p.arms
+                                                and p.wm_features != "dit_pooled" else [])}[phase]
+        missing = [d for d in needed if not (previous / d).exists()]
+        if missing:
+            raise ValueError(f"--reuse {previous}: missing {', '.join(missing)}")
+        groups.append((phase, dirs, keys))
+    out.mkdir(parents=True, exist_ok=True)
+    pieces: dict = {}
+    for phase, dirs, keys in groups:
+        for name in dirs:
+            source, link = (previous / name).resolve(), out / name
+            if source.exists() and not link.exists():
+                link.symlink_to(source, target_is_directory=True)
+        pieces.update({k: earlier[k] for k in keys if k in earlier})
+    reused = [g[0] for g in groups]
+    print(f"  reusing {', '.join(reused)} from {previous}")
+    return {**pieces, "reused": reused, "reused_from": str(previous.resolve())}
 
 
 def paired_by_task(evaluation: list[dict], control: str = "base", treatment: str = "w2a") -> dict:

@@ -68,8 +68,19 @@ def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile
     pieces = reuse_pretraining(earlier, out, replace(p, trainer_lr=1.0, arms=("w2a", "w2a_pooled_dit")))
     assert (out / "base" / "weights").read_text() == "w"
     assert pieces["base"] == {"loss": 1.0} and pieces["reused_from"] == str(earlier.resolve())
-    with pytest.raises(ValueError, match="base_steps, stage1_steps"):
+    assert pieces["reused"] == ["pretraining", "stage1"] and (out / "stage1_chunk").is_dir()
+    with pytest.raises(ValueError, match="differs on base_steps"):
         reuse_pretraining(earlier, tmp_path / "other", replace(p, base_steps=1, stage1_steps=2))
+    # a Stage 1 change (or new play data) keeps the demos, base and world model; Stage 1 runs again
+    (tmp_path / "s1").mkdir()
+    pieces = reuse_pretraining(earlier, tmp_path / "s1", replace(p, play_episodes_per_task=4))
+    assert pieces["reused"] == ["pretraining"] and "stage1" not in pieces
+    assert (tmp_path / "s1" / "base").is_dir() and not (tmp_path / "s1" / "stage1_chunk").exists()
+    # a run from before a field existed had the field's default
+    old_profile = {k: v for k, v in asdict(p).items() if k not in ("play_episodes_per_task", "play_offset_std")}
+    (earlier / "report.json").write_text(json.dumps({"profile": old_profile, "stage1": {}}))
+    (tmp_path / "s2").mkdir()
+    assert reuse_pretraining(earlier, tmp_path / "s2", p)["reused"] == ["pretraining", "stage1"]
     with pytest.raises(ValueError, match="no report.json"):
         reuse_pretraining(tmp_path / "nothing", out, p)
     (earlier / "stage1_pooled_dit").rmdir()
