@@ -28,9 +28,21 @@ Grammar (applied in this order):
    anything else                                    the clause itself (other)
    ==============================================  ============================================
 
-   "it"/"them" refer to the last object named. Placing or lifting an object that no earlier
-   clause grasped first adds "reach and grasp X" ("put the cup in the bin" is pick + place).
-   The list is cut to ``max_skills``.
+   "turn on / turn off / switch on X" gives reach X, then the clause's own verb phrase (turn).
+   "it"/"them" as the object of a pick, place or lift is the last object named; as the object
+   of open / close / turn / press, the last fixture (what was opened, else the last place
+   something was put: "put the bowl in the drawer and close it" closes the drawer); inside a
+   place phrase ("put the moka pot on it") the last place or fixture named; a bare "inside"
+   means inside what was opened ("open the microwave door, put the bowl inside"). Placing or
+   lifting an object that no earlier clause grasped first adds "reach and grasp X" ("put the
+   cup in the bin" is pick + place). A grasp keeps the phrase saying which object ("the black
+   bowl next to the ramekin"); later clauses call it by its head ("the black bowl").
+3. **Conjunctions.** "V both A and B P" is "V A P" and "V B P"; "V both Xs P" is the first and
+   the second X; "put A P and B Q" carries the verb over to "B Q". "and" between adjectives
+   ("the yellow and white mug") joins nothing.
+
+The list is cut to ``max_skills``. ``tests/fixtures/libero_plans.json`` holds every LIBERO
+instruction with its plan.
 """
 
 from __future__ import annotations
@@ -83,53 +95,133 @@ _VERBS = {
     "push": "push", "slide": "push", "shove": "push",
     "pull": "pull", "open": "pull",
     "close": "close", "shut": "close",
+    "turn on": "switch", "turn off": "switch", "switch on": "switch", "switch off": "switch",
     "turn": "turn", "rotate": "turn", "twist": "turn",
     "reach": "reach", "move to": "reach", "move": "reach", "go to": "reach",
 }
 _VERB_RE = "|".join(sorted((re.escape(v) for v in _VERBS), key=len, reverse=True))
 _CLAUSE_SPLIT = re.compile(rf"\s*(?:;|,\s*(?:and\s+)?(?:then\s+)?|\bthen\b|\band\s+(?:then\s+)?(?=(?:{_VERB_RE})\b))\s*")
 _LEADING_VERB = re.compile(rf"^(?:please\s+|now\s+|first\s+|finally\s+)*({_VERB_RE})\b\s*(.*)$")
-_PREPOSITION = re.compile(r"\s+\b(to|into|onto|on|in|at|over|under|inside|toward|towards|from|off)\b\s+")
+# where something goes or is: multi-word prepositions first
+_PREPOSITIONS = ("to the left of", "to the right of", "in front of", "on top of", "next to", "between",
+                 "inside", "into", "onto", "on", "in", "to", "at", "over", "under", "toward", "towards",
+                 "from", "off", "behind")
+_PREPOSITION = re.compile(r"\s+\b(" + "|".join(re.escape(p) for p in _PREPOSITIONS) + r")\b(?:\s+|$)")
+_PRONOUNS = {"", "it", "them", "that"}
+# "put both A and B in the basket": one place clause per object
+_BOTH = re.compile(r"^(?P<verb>.+?)\s+both\s+(?P<a>.+?)\s+and\s+(?P<b>.+?)(?P<where>\s+\b(?:"
+                   + "|".join(re.escape(p) for p in _PREPOSITIONS) + r")\b.*)$")
+# "put both moka pots on the stove": the first and the second of them
+_BOTH_PLURAL = re.compile(r"^(?P<verb>.+?)\s+both\s+(?P<things>[a-z ]+?)s(?P<where>\s+\b(?:"
+                          + "|".join(re.escape(p) for p in _PREPOSITIONS) + r")\b.*)$")
+# "put the banana in the basket and the apple on the plate": the verb carries over
+_GAPPED = re.compile(r"\s+and\s+(?=(?:the|a|an)\s+[a-z ]+?\s+\b(?:"
+                     + "|".join(re.escape(p) for p in _PREPOSITIONS) + r")\b)")
 
 
 def _split_object(rest: str) -> tuple[str, str]:
     """'the puck to the goal' -> ('the puck', 'to the goal')."""
-    match = _PREPOSITION.search(rest)
+    match = _PREPOSITION.search(" " + rest)
     if not match:
         return rest.strip(), ""
-    return rest[: match.start()].strip(), rest[match.start():].strip()
+    return rest[: max(0, match.start() - 1)].strip(), rest[max(0, match.start()):].strip()
 
 
-def _clause_skills(clause: str, last_object: str, held: str | None
-                   ) -> tuple[list[tuple[str, SkillKind]], str, str | None]:
-    """Skills of one clause, the object it names, and the object held afterwards."""
+def _clauses(text: str) -> list[str]:
+    """Split into clauses, expanding 'both' and carrying a verb over a gapped 'and the X P'."""
+    out: list[str] = []
+    for clause in filter(None, (c.strip() for c in _CLAUSE_SPLIT.split(text))):
+        match = _BOTH.match(clause) or None
+        plural = None if match else _BOTH_PLURAL.match(clause)
+        if match:
+            verb, where = match.group("verb"), match.group("where")
+            out += [f"{verb} {match.group('a')}{where}", f"{verb} {match.group('b')}{where}"]
+            continue
+        if plural:
+            verb, thing, where = plural.group("verb"), plural.group("things").strip(), plural.group("where")
+            out += [f"{verb} the first {thing}{where}", f"{verb} the second {thing}{where}"]
+            continue
+        lead = _LEADING_VERB.match(clause)
+        parts = _GAPPED.split(clause) if lead and _VERBS[lead.group(1)] == "place" else [clause]
+        out.append(parts[0])
+        out += [f"{lead.group(1)} {p}" for p in parts[1:]]
+    return out
+
+
+class _Context:
+    """What earlier clauses named: pronouns and bare 'inside' resolve against it."""
+
+    def __init__(self) -> None:
+        self.last_object = ""  # the last thing picked up or moved
+        self.held: str | None = None
+        self.last_target = ""  # the last place something was put, or fixture acted on
+        self.opened = ""  # the last thing opened (what "close it" closes)
+
+    def target(self, phrase: str) -> str:
+        """'on it' / 'inside' / 'in the drawer' -> the place phrase with the referent filled in."""
+        if not phrase:
+            return ""
+        prep, _, noun = phrase.partition(" ")
+        if phrase in ("inside", "in", "into"):
+            container = (self.opened or self.last_target).removesuffix(" door")
+            return f"into {container}" if container else "inside"
+        if noun in _PRONOUNS:
+            return f"{prep} {self.last_target or 'it'}"
+        return phrase
+
+
+def _noun(place: str) -> str:
+    """'in the bottom drawer of the cabinet' -> 'the bottom drawer of the cabinet'."""
+    match = _PREPOSITION.match(" " + place)
+    return place[match.end() - 1:].strip() if match else place
+
+
+def _clause_skills(clause: str, ctx: _Context) -> list[tuple[str, SkillKind]]:
+    """Skills of one clause; updates what the context remembers."""
     match = _LEADING_VERB.match(clause)
     if not match:
-        return [(clause, K.other)], last_object, held
-    action, rest = _VERBS[match.group(1)], match.group(2)
+        return [(clause, K.other)]
+    verb, rest = match.group(1), match.group(2)
+    action = _VERBS[verb]
     obj, place = _split_object(rest)
-    if obj in {"", "it", "them", "that"}:
-        obj = last_object or "the object"
-    where = f" {place}" if place else ""
-    grasp_first = [] if held == obj else [(f"reach and grasp {obj}", K.grasp)]
+    if action == "grasp":  # the qualifier says which one ('the bowl next to the plate'): keep it
+        described = rest.strip() if obj not in _PRONOUNS else (ctx.last_object or "the object")
+        obj = ctx.last_object if obj in _PRONOUNS and ctx.last_object else obj
+        ctx.last_object, ctx.held = obj, obj
+        return [(f"reach and grasp {described}", K.grasp)]
+    if action in ("close", "pull", "switch", "turn", "press") and obj in _PRONOUNS:
+        obj = (ctx.opened if action == "close" else "") or ctx.last_target or ctx.last_object or "the object"
+    elif obj in _PRONOUNS:
+        obj = ctx.last_object or "the object"
+    where = ctx.target(place)
+    suffix = f" {where}" if where else ""
+    grasp_first = [] if ctx.held == obj else [(f"reach and grasp {obj}", K.grasp)]
     table = {
-        "grasp": [(f"reach and grasp {obj}", K.grasp)],
-        "lift": grasp_first + [(f"lift {obj}{where}", K.carry)],
-        "place": grasp_first + [(f"carry {obj}{where} and place it", K.place)],
+        "lift": grasp_first + [(f"lift {obj}{suffix}", K.carry)],
+        "place": grasp_first + [(f"carry {obj}{suffix} and place it", K.place)],
         "release": [(f"release {obj}", K.release)],
         "push": [(f"move above {obj}", K.reach), (f"lower onto {obj}", K.reach),
-                 (f"push {obj}{where}", K.push)],
-        "pull": [(f"reach {obj}", K.reach), (f"pull {obj}{where or ' open'}", K.pull)],
+                 (f"push {obj}{suffix}", K.push)],
+        "pull": [(f"reach {obj}", K.reach), (f"pull {obj}{suffix or ' open'}", K.pull)],
         "close": [(f"push {obj} closed", K.push)],
         "press": [(f"press {obj}", K.press)],
-        "turn": [(f"reach {obj}", K.reach), (f"turn {obj}{where}", K.turn)],
-        "reach": [(f"reach {obj}{where}".strip(), K.reach)],
+        "switch": [(f"reach {obj}", K.reach), (f"{verb} {obj}", K.turn)],
+        "turn": [(f"reach {obj}", K.reach), (f"turn {obj}{suffix}", K.turn)],
+        "reach": [(f"reach {obj}{suffix}".strip(), K.reach)],
     }
-    if action in ("grasp", "lift"):
-        held = obj
-    elif action in ("place", "release"):
-        held = None
-    return table[action], obj, held
+    if action in ("lift",):
+        ctx.last_object, ctx.held = obj, obj
+    elif action in ("place", "push"):
+        ctx.last_object, ctx.held = obj, None
+        if where:
+            ctx.last_target = _noun(where)
+    elif action == "release":
+        ctx.held = None
+    elif action in ("pull", "close", "switch", "turn", "press"):
+        ctx.last_target = obj
+        if action == "pull":
+            ctx.opened = obj
+    return table[action]
 
 
 def skill_kind(description: str) -> SkillKind:
@@ -153,11 +245,9 @@ def decompose(instruction: str, task: str | None = None, max_skills: int = 8) ->
     if known is not None:
         pairs = TASK_SKILLS[known]
     else:
-        pairs, last_object, held = [], "", None
-        text = normalise(instruction)
-        for clause in filter(None, (c.strip() for c in _CLAUSE_SPLIT.split(text))):
-            skills, last_object, held = _clause_skills(clause, last_object, held)
-            pairs.extend(skills)
+        pairs, ctx = [], _Context()
+        for clause in _clauses(normalise(instruction)):
+            pairs.extend(_clause_skills(clause, ctx))
     return [Skill(index=i, description=d, kind=k) for i, (d, k) in enumerate(pairs[:max_skills])]
 
 
