@@ -22,32 +22,56 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def collect(
-    task: str = typer.Option("pick-place-v3", help="Meta-World v3 task name."),
+    task: Optional[str] = typer.Option(None, help="Meta-World v3 task name (default pick-place-v3), or "
+                                                  "with --sim libero a task index or name (default 0)."),
     episodes: int = typer.Option(10, min=1, help="Number of episodes to save."),
     out: Path = typer.Option(..., help="Output directory (episodes + index.json)."),
-    size: int = typer.Option(64, min=16, max=512, help="Square image size in pixels."),
+    sim: str = typer.Option("metaworld", help="metaworld | libero"),
+    suite: str = typer.Option("libero_object", help="LIBERO suite (--sim libero)."),
+    size: Optional[int] = typer.Option(None, min=16, max=512, help="Square image size (default 64, LIBERO 96)."),
     seed: int = typer.Option(0, min=0, help="First simulator seed; episode i uses seed + i."),
-    camera: str = typer.Option(DEFAULT_CAMERA, help="'front' (framed on the table) or a Meta-World camera."),
-    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1, help="Env steps per policy step."),
-    max_steps: int = typer.Option(200, min=10, help="Step limit per episode (policy steps)."),
+    camera: Optional[str] = typer.Option(None, help="Meta-World: 'front' (default) or a Meta-World camera; "
+                                                    "LIBERO: agentview (default) or robot0_eye_in_hand."),
+    action_repeat: Optional[int] = typer.Option(None, min=1, help=f"Env steps per policy step "
+                                                f"(default {DEFAULT_ACTION_REPEAT}, LIBERO 1)."),
+    max_steps: Optional[int] = typer.Option(None, min=10, help="Step limit per episode (policy steps; "
+                                            "default 200, LIBERO the suite's env-step limit)."),
     keep_failures: bool = typer.Option(False, help="Also save episodes the expert failed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
-    """Roll out Meta-World scripted experts headless and save the episodes."""
-    from services.robot_sim.collect import CollectConfig, collect as run_collect
-    from services.robot_sim.metaworld_env import SimConfig
+    """Roll out scripted experts headless (Meta-World or LIBERO) and save the episodes."""
+    if sim == "libero":
+        from services.robot_sim.libero_env import LiberoConfig
+        from services.robot_sim.libero_experts import collect_libero
 
-    try:
-        sim = SimConfig(task=task, image_size=size, camera=camera, max_steps=max_steps,
-                        action_repeat=action_repeat)
-        report = run_collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed,
-                                                keep_failures=keep_failures), progress=not quiet)
-    except ValueError as exc:
-        _fail(str(exc))
-    typer.echo(f"saved {report.saved}/{episodes} {task} episodes to {out} "
-               f"({report.attempted} attempted, {report.failures} failed)")
-    if report.saved < episodes:
-        _fail(f"only {report.saved} successful episodes after {report.attempted} attempts", 1)
+        try:
+            config = LiberoConfig(suite=suite, task=task if task is not None else 0, image_size=size or 96,
+                                  camera=camera or "agentview", max_steps=max_steps,
+                                  action_repeat=action_repeat or 1)
+            report = collect_libero(out, config, episodes, seed=seed, keep_failures=keep_failures,
+                                    progress=not quiet)
+        except ValueError as exc:
+            _fail(str(exc))
+        saved, attempted, failures, name = (report["saved"], report["attempted"], report["failures"],
+                                            report["task"])
+    elif sim == "metaworld":
+        from services.robot_sim.collect import CollectConfig, collect as run_collect
+        from services.robot_sim.metaworld_env import SimConfig
+
+        name = task or "pick-place-v3"
+        try:
+            config = SimConfig(task=name, image_size=size or 64, camera=camera or DEFAULT_CAMERA,
+                               max_steps=max_steps or 200, action_repeat=action_repeat or DEFAULT_ACTION_REPEAT)
+            report = run_collect(out, CollectConfig(sim=config, episodes=episodes, seed=seed,
+                                                    keep_failures=keep_failures), progress=not quiet)
+        except ValueError as exc:
+            _fail(str(exc))
+        saved, attempted, failures = report.saved, report.attempted, report.failures
+    else:
+        _fail(f"--sim must be metaworld or libero, got {sim!r}")
+    typer.echo(f"saved {saved}/{episodes} {name} episodes to {out} ({attempted} attempted, {failures} failed)")
+    if saved < episodes:
+        _fail(f"only {saved} successful episodes after {attempted} attempts", 1)
 
 
 @app.command()

@@ -11,8 +11,11 @@ work on either:
 - **Rendering** happens only when ``render()`` is called (the env's per-step camera observations
   are off): physics costs ~12-16 ms per step here, one 96-px frame ~40-80 ms.
 - **Actions** are LIBERO's 7-d OSC deltas (xyz, axis-angle rotation, gripper: -1 open, +1 close),
-  clipped to [-1, 1]. **State** is end-effector position (3) and quaternion (4), the two gripper
-  finger positions, then position and quaternion of each object the task names (``objects``).
+  clipped to [-1, 1]. **State** follows the episode format's layout (``STATE_LAYOUT``, shared
+  with Meta-World so segmentation reads both): end-effector position (3), gripper opening (the
+  finger gap, 1), position (3) and quaternion (4) of the first object the task names, the same
+  for the second (7; zeros if there is none), then the end-effector quaternion (4) and the
+  pose of any further named object (``objects``).
 - **Step limits** per suite are the ones LIBERO's evaluations use (``SUITE_MAX_STEPS``).
 """
 
@@ -200,9 +203,12 @@ class LiberoSim:
     @property
     def state(self) -> np.ndarray:
         o = self.obs
-        parts = [o["robot0_eef_pos"], o["robot0_eef_quat"], o["robot0_gripper_qpos"]]
-        for name in self.objects:
-            parts += [o.get(f"{name}_pos", np.zeros(3)), o.get(f"{name}_quat", np.zeros(4))]
+        fingers = np.asarray(o["robot0_gripper_qpos"])
+        poses = [np.concatenate([o.get(f"{n}_pos", np.zeros(3)), o.get(f"{n}_quat", np.zeros(4))])
+                 for n in self.objects]
+        poses += [np.zeros(7)] * max(0, 2 - len(poses))
+        parts = [o["robot0_eef_pos"], [fingers[0] - fingers[1]], poses[0], poses[1],
+                 o["robot0_eef_quat"], *poses[2:]]
         return np.concatenate(parts).astype(np.float32)
 
     def close(self) -> None:

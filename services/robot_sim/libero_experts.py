@@ -31,7 +31,7 @@ class GraspProfile:
 
     grasp_dz: float = 0.0
     approach_dz: float = 0.12
-    carry_z: float = 0.30  # absolute, above every obstacle on the table
+    carry_dz: float = 0.25  # carry this far above the higher of object and target (scenes differ in table height)
     release_dz: float = 0.10  # above the container's pose
 
 
@@ -76,8 +76,9 @@ def pick_place_waypoints(eef: np.ndarray, obj: np.ndarray, container: np.ndarray
     """Above the object, down, close, lift, above the container, down a little, open."""
     grasp = obj + np.array([0.0, 0.0, profile.grasp_dz])
     above = np.array([obj[0], obj[1], max(obj[2] + profile.approach_dz, eef[2])])
-    lift = np.array([obj[0], obj[1], profile.carry_z])
-    over = np.array([container[0], container[1], profile.carry_z])
+    carry_z = max(obj[2], container[2]) + profile.carry_dz
+    lift = np.array([obj[0], obj[1], carry_z])
+    over = np.array([container[0], container[1], carry_z])
     release = np.array([container[0], container[1], container[2] + profile.release_dz + profile.grasp_dz])
     return [Waypoint(above, OPEN, 0.02), Waypoint(grasp, OPEN, 0.01, max_steps=60),
             Waypoint(grasp, CLOSE, 1.0, hold=12), Waypoint(lift, CLOSE, 0.03),
@@ -85,31 +86,122 @@ def pick_place_waypoints(eef: np.ndarray, obj: np.ndarray, container: np.ndarray
             Waypoint(release, OPEN, 1.0, hold=10)]
 
 
+def target_position(sim, name: str) -> np.ndarray:
+    """Where a goal predicate's target is: an object's pose, a region's site, or the object a
+    ``…_contain_region`` belongs to."""
+    if f"{name}_pos" in sim.obs:
+        return np.asarray(sim.obs[f"{name}_pos"], dtype=np.float64)
+    try:
+        return np.asarray(sim.env.sim.data.get_site_xpos(name), dtype=np.float64)
+    except (ValueError, KeyError):
+        pass
+    owner = name.removesuffix("_contain_region")
+    if f"{owner}_pos" in sim.obs:
+        return np.asarray(sim.obs[f"{owner}_pos"], dtype=np.float64)
+    raise ValueError(f"no position for goal target {name!r}")
+
+
+def goal_placements(sim) -> list[tuple[str, str]]:
+    """(object, target) of each 'in'/'on' predicate of the task's BDDL goal, in its order."""
+    goals = sim.env.env.parsed_problem["goal_state"]
+    pairs = [(g[1], g[2]) for g in goals if g[0] in ("in", "on") and len(g) == 3]
+    if len(pairs) != len(goals):
+        raise ValueError(f"no scripted expert for {sim.task.name!r}: goal {goals} is not only "
+                         "'in'/'on' placements")
+    return pairs
+
+
 def expert_for(sim) -> WaypointExpert:
-    """The expert for the sim's current task and placement (call after ``reset``)."""
-    objects = sim.objects
-    if len(objects) < 2:
-        raise ValueError(f"no scripted expert for {sim.task.name!r} (objects of interest {objects})")
-    target, container = objects[0], objects[1]
-    obj, _ = sim.object_pose(target)
-    box, _ = sim.object_pose(container)
-    profile = GRASP_PROFILES.get(object_kind(target), GraspProfile())
-    return WaypointExpert(pick_place_waypoints(np.asarray(sim.obs["robot0_eef_pos"]), obj, box, profile))
+    """The expert for the sim's current task and placement (call after ``reset``): one pick and
+    place per goal predicate, waypoints from the poses at the start."""
+    eef = np.asarray(sim.obs["robot0_eef_pos"], dtype=np.float64)
+    waypoints: list[Waypoint] = []
+    for obj_name, target in goal_placements(sim):
+        obj, _ = sim.object_pose(obj_name)
+        profile = GRASP_PROFILES.get(object_kind(obj_name), GraspProfile())
+        waypoints += pick_place_waypoints(eef, obj, target_position(sim, target), profile)
+        eef = waypoints[-1].target
+    return WaypointExpert(waypoints)
 
 
-def run_expert(sim, seed: int, render: bool = False) -> dict:
-    """One expert episode; frames only when asked."""
+def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True):
+    """One expert episode in the episode format: a frame, the state and the action of every
+    policy step, stopping ``settle_steps`` after the first success (or at the step limit)."""
+    from w2a_models.episodes import Episode
+
     sim.reset(seed)
     expert = expert_for(sim)
-    frames, actions, success = [], [], False
-    while sim.steps < sim.config.step_limit:
+    frames, actions, states = [], [], []
+    success_at: int | None = None
+    while not sim.steps >= sim.config.step_limit:
         if render:
             frames.append(sim.render())
-        action = expert.act(np.asarray(sim.obs["robot0_eef_pos"]))
-        actions.append(action)
-        step = sim.step(action)
-        if step.success:
-            success = True
+        states.append(sim.state)
+        actions.append(expert.act(np.asarray(sim.obs["robot0_eef_pos"])))
+        step = sim.step(actions[-1])
+        if step.success and success_at is None:
+            success_at = len(actions)
+        if success_at is not None and len(actions) >= success_at + settle_steps:
             break
-    return {"success": success, "steps": sim.steps, "waypoint": expert.index, "frames": frames,
-            "actions": np.stack(actions)}
+    acts = np.stack(actions).astype(np.float32)
+    size = sim.config.image_size
+    return Episode(frames=np.stack(frames) if frames else np.zeros((len(acts), size, size, 3), np.uint8),
+                   actions=acts, state=np.stack(states).astype(np.float32),
+                   gripper=(acts[:, 6] > 0).astype(np.float32), instruction=sim.instruction,
+                   task=f"{sim.task.suite}/{sim.task.name}", success=success_at is not None, seed=seed,
+                   camera=sim.config.camera, action_repeat=sim.config.action_repeat), expert
+
+
+def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: bool = False,
+                   progress: bool = True) -> dict:
+    """Expert demos of one LIBERO task on sampled placements ``seed, seed + 1, …`` (never the
+    official init states: those are the evaluation's)."""
+    from tqdm import tqdm
+
+    from services.robot_sim.libero_env import LiberoSim
+    from services.robot_sim.seeds import EVAL_SEEDS_START
+    from w2a_models.episodes import EpisodeStore
+
+    if seed + episodes * 3 > EVAL_SEEDS_START:
+        raise ValueError(f"demo seeds must stay below {EVAL_SEEDS_START} (evaluation placements)")
+    store = EpisodeStore(out)
+    report = {"out": str(out), "saved": 0, "attempted": 0, "failures": 0, "files": []}
+    with LiberoSim(config) as sim, tqdm(total=episodes, desc=f"collect {sim.task.name}", unit="ep",
+                                        disable=not progress) as bar:
+        report["task"] = f"{sim.task.suite}/{sim.task.name}"
+        while report["saved"] < episodes and report["attempted"] < episodes * 3:
+            episode, _ = expert_episode(sim, seed + report["attempted"])
+            report["attempted"] += 1
+            if not episode.success:
+                report["failures"] += 1
+                if not keep_failures:
+                    continue
+            report["files"].append(store.add(episode).file)
+            report["saved"] += 1
+            bar.update(1)
+    return report
+
+
+def measure_experts(suite: str, tasks: list[int], episodes: int, on: str = "init_states",
+                    progress: bool = True) -> list[dict]:
+    """Expert success per task without rendering: on the official init states (``init_states``,
+    the table the docs show) or on sampled placements (``placements``, where experts are tuned)."""
+    from services.robot_sim.libero_env import LiberoConfig, LiberoSim
+    from services.robot_sim.seeds import EVAL_SEEDS_START
+
+    first = EVAL_SEEDS_START if on == "init_states" else 1000
+    rows = []
+    for task in tasks:
+        with LiberoSim(LiberoConfig(suite=suite, task=task)) as sim:
+            outcomes, steps = [], []
+            for k in range(episodes):
+                episode, expert = expert_episode(sim, first + k, settle_steps=0, render=False)
+                outcomes.append(bool(episode.success))
+                steps.append(episode.length)
+            rows.append({"suite": suite, "task": sim.task.index, "name": sim.task.name, "on": on,
+                         "episodes": episodes, "success_rate": float(np.mean(outcomes)),
+                         "failed": [first + k for k, ok in enumerate(outcomes) if not ok],
+                         "mean_steps": float(np.mean(steps))})
+        if progress:
+            print(f"  {suite} {rows[-1]['task']} {rows[-1]['name']}: {rows[-1]['success_rate']:.2f}", flush=True)
+    return rows
