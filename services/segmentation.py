@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ def segment_loaded(episode: Episode, config: SegmenterConfig = SegmenterConfig()
     step counts scaled to the episode's action repeat."""
     spec = TASKS.get(episode.task)
     config = config.for_action_repeat(episode.action_repeat)
+    if episode.task.startswith("libero"):  # "<suite>/<task>": LIBERO's experts let go at the end
+        config = replace(config, release_ends_place=True)
     return segment_episode(episode.gripper, episode.ee_pos, episode.object_pos, config,
                            grasp_task=None if spec is None else spec.grasp)
 

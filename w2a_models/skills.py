@@ -39,6 +39,9 @@ class SegmenterConfig:
     speed_smoothing: int = 5  # moving-average window (steps) for the end-effector speed
     pause_ratio: float = 0.5  # a pause is a speed minimum below pause_ratio * typical speed
     min_segment_steps: int = 8  # shortest segment the motion segmenter may produce
+    # An opening at the very end of an episode is the release of the last place, not a skill
+    # of its own (LIBERO's goals need the object let go; its plans end in "... and place it").
+    release_ends_place: bool = False
 
     def __post_init__(self) -> None:
         if self.debounce_steps < 1 or self.speed_smoothing < 1 or self.min_segment_steps < 1:
@@ -123,8 +126,12 @@ def _segments_from_boundaries(
 
 
 def segment_by_gripper(gripper: np.ndarray, config: SegmenterConfig = SegmenterConfig()) -> list[Segment]:
+    """One segment per gripper state (see ``SegmenterConfig.release_ends_place``)."""
     states = gripper_states(gripper, config)
-    return _segments_from_boundaries(change_points(states), len(states), states)
+    changes = change_points(states)
+    if config.release_ends_place and len(changes) >= 2 and not states[-1]:
+        changes = changes[:-1]
+    return _segments_from_boundaries(changes, len(states), states)
 
 
 def closure_lifts_object(

@@ -22,6 +22,9 @@ def test_gripper_segments_follow_debounced_changes():
     segs = segment_by_gripper(g, SegmenterConfig(debounce_steps=3))
     assert [(s.start, s.end, s.gripper_closed) for s in segs] == [(0, 10, False), (10, 25, True),
                                                                   (25, 35, False)]
+    # LIBERO: the final opening is the last place's release
+    segs = segment_by_gripper(g, SegmenterConfig(debounce_steps=3, release_ends_place=True))
+    assert [(s.start, s.end, s.gripper_closed) for s in segs] == [(0, 10, False), (10, 35, True)]
 
 
 def _piecewise_path(waypoints, steps_per_leg=25):

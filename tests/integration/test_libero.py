@@ -1,0 +1,81 @@
+"""LIBERO as a second simulator: names, placements vs official init states, expert demos."""
+
+import numpy as np
+import pytest
+
+from services.robot_sim.libero_env import (LiberoConfig, LiberoSim, SUITE_MAX_STEPS, official_init_states,
+                                           resolve_task)
+from services.robot_sim.seeds import EVAL_SEEDS_START
+
+
+def test_bad_names_fail_with_the_valid_ones_listed():
+    with pytest.raises(ValueError, match="libero_spatial, libero_object, libero_goal, libero_10"):
+        LiberoConfig(suite="libero_obj")
+    with pytest.raises(ValueError, match="agentview, robot0_eye_in_hand"):
+        LiberoConfig(camera="front")
+    with pytest.raises(ValueError, match="9: pick_up_the_orange_juice"):
+        resolve_task("libero_object", 10)
+    with pytest.raises(ValueError, match="valid"):
+        resolve_task("libero_object", "pick up the moon")
+    assert resolve_task("libero_object", "pick up the milk and place it in the basket").index == 7
+    assert resolve_task("libero_object", "7").name == "pick_up_the_milk_and_place_it_in_the_basket"
+    assert LiberoConfig(suite="libero_10").step_limit == SUITE_MAX_STEPS["libero_10"] == 520
+
+
+def _positions(sim):
+    return np.concatenate([sim.object_pose(o)[0] for o in sim.objects])
+
+
+def test_evaluation_seeds_load_the_official_init_states_and_demo_seeds_never_do():
+    with LiberoSim(LiberoConfig(task=2, image_size=32)) as sim:
+        inits = official_init_states(sim.task)
+        assert len(inits) == 50
+        sim.reset(EVAL_SEEDS_START + 3)
+        again = LiberoSim(LiberoConfig(task=2, image_size=32))
+        try:  # the same init state through a fresh scene: the same placement
+            again.reset(EVAL_SEEDS_START + 3)
+            np.testing.assert_allclose(_positions(again), _positions(sim), atol=1e-6)
+        finally:
+            again.close()
+        evaluation = []
+        for k in range(50):  # every official placement, before any settling step
+            sim.env.reset()
+            obs = sim.env.set_init_state(inits[k])
+            evaluation.append(np.concatenate([obs[f"{o}_pos"] for o in sim.objects]))
+        for seed in range(3):  # demo/rollout seeds: sampled placements, none of them an official one
+            sim.reset(seed)
+            gap = np.abs(np.stack(evaluation) - _positions(sim)).max(axis=1).min()
+            assert gap > 1e-3
+        with pytest.raises(ValueError, match="50 official init states"):
+            sim.reset(EVAL_SEEDS_START + 50)
+        frame = sim.render()
+        assert frame.shape == (32, 32, 3) and frame.dtype == np.uint8 and frame.std() > 0
+        with pytest.raises(ValueError, match="7-d"):
+            sim.step(np.zeros(4))
+
+
+@pytest.mark.parametrize("suite,task,skills", [("libero_object", 5, 2), ("libero_10", 0, 4)])
+def test_an_expert_demo_succeeds_and_splits_into_its_plans_skills(tmp_path, suite, task, skills):
+    from services.planner.rules import decompose
+    from services.robot_sim.libero_experts import collect_libero
+    from services.segmentation import segment_loaded
+    from w2a_models.episodes import find_episode_files, read_episode
+    from w2a_models.skills import align_skills
+
+    report = collect_libero(tmp_path, LiberoConfig(suite=suite, task=task, image_size=32), 1, seed=7,
+                            progress=False)
+    assert report["saved"] == 1 and report["failures"] == 0
+    episode = read_episode(find_episode_files(tmp_path)[0])
+    assert episode.success and episode.task.startswith(f"{suite}/")
+    assert episode.frames.shape == (episode.length, 32, 32, 3) and episode.frames.dtype == np.uint8
+    assert episode.actions.shape == (episode.length, 7) and np.all(np.abs(episode.actions) <= 1.0)
+    plan = [s.description for s in decompose(episode.instruction, episode.task)]
+    segments = segment_loaded(episode).segments
+    assert len(plan) == skills and align_skills(plan, segments).in_sync, [(s.start, s.end) for s in segments]
+
+
+def test_demo_seeds_must_stay_below_the_evaluation_range(tmp_path):
+    from services.robot_sim.libero_experts import collect_libero
+
+    with pytest.raises(ValueError, match="below"):
+        collect_libero(tmp_path, LiberoConfig(), 2, seed=EVAL_SEEDS_START - 1, progress=False)
