@@ -106,6 +106,10 @@ PROFILES = {
                         # of held-out chunks 0.46 -> 0.79 (chance 0.11) and flipped cos_grad_wm > 0
                         wm_features="latent_map", stage1_same_index=True, stage1_perturbed=8,
                         local_negatives=8, base_negative=True,
+                        # scripts/stage1_play_study.py (diagnose seeds, real future): 32 play
+                        # episodes per task raised on-policy retrieval of a* 0.15 / 0.18 / 0.30
+                        # -> 0.40 / 0.27 / 0.35 and cut e_real 0.84 / 0.98 / 1.37 -> 0.71 / 0.75 / 0.81
+                        play_episodes_per_task=32,
                         # 2 steps imagine a future closer to the real one (feature MSE 0.255 vs
                         # 0.284 at 8) but the w2a arm then fell to 0.00 / 0.01 / 0.30 against
                         # 0.09 / 0.15 / 0.45 with 8 (runs/full4 vs runs/full3, same seeds)
