@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
 export PYTHONHASHSEED ?= 0
 
-.PHONY: install demo test test-e2e test-slow clean protos bench docs k8s-check reliability reliability-quick
+.PHONY: install demo lint test test-e2e test-slow clean protos bench docs k8s-check reliability reliability-quick
 
 $(BIN)/python:
 	bash scripts/system-deps.sh
@@ -23,8 +23,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	MUJOCO_GL=egl $(BIN)/w2a demo
 
-test: $(STAMP)
+# the lint gate first (rules in pyproject.toml), then the tests
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 test-e2e: $(STAMP)
 	MUJOCO_GL=egl $(BIN)/python -m pytest -q -m slow tests/e2e

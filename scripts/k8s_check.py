@@ -104,7 +104,7 @@ def check_manifests(docs: list[dict], overlay: str) -> list[str]:
         for c in pod.get("initContainers", []) + pod.get("containers", []):
             cwhere = f"{where} container {c['name']}"
             ctx = c.get("securityContext", {})
-            if not (ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is True):
+            if ctx.get("runAsNonRoot", pod_ctx.get("runAsNonRoot")) is not True:
                 errors.append(f"{cwhere}: runAsNonRoot is not true")
             if ctx.get("runAsUser", pod_ctx.get("runAsUser")) == 0:
                 errors.append(f"{cwhere}: runs as user 0")

@@ -96,7 +96,8 @@ def main() -> None:
         links = {t: diagnose_chunks(c, models[key], adapters, config) for t, c in on_policy.items()}
         keys = ("v2a_top1_all", "v2a_top1_same_skill", "v2a_top1_local", "chance_top1_all",
                 "chance_top1_same_skill", "chance_top1_local", "recon_mse")
-        results[name] = {"features": features, "guidance_scale": guidance, "stage1": {k: stage1.get(k) for k in keys}, "links": links,
+        results[name] = {"features": features, "guidance_scale": guidance,
+                         "stage1": {k: stage1.get(k) for k in keys}, "links": links,
                          "seconds": round(time.monotonic() - started, 1)}
         print(name, json.dumps(results[name]["stage1"]), flush=True)
         for t, row in links.items():

@@ -112,7 +112,8 @@ def render(s: dict, command: str, reading: str) -> str:
             lines.append(f"| {t} | {d['chunks']} | {d['e_base']:.3f} | {d['e_wm']:.3f} | {d['e_real']:.3f} | "
                          f"{d['e_copy']:.3f} | {d['cos_grad_wm']:.3f} | {d['cos_grad_real']:.3f} | "
                          f"{d['wm_feature_mse']:.2e} | {d['copy_feature_mse']:.2e} | {d['mean_feature_mse']:.2e} | "
-                         f"{d['retrieval_top1_real']:.2f} / {d['retrieval_top1_wm']:.2f} ({d['retrieval_chance']:.2f}) |")
+                         f"{d['retrieval_top1_real']:.2f} / {d['retrieval_top1_wm']:.2f} "
+                         f"({d['retrieval_chance']:.2f}) |")
     lines += ["", f"Skill sync rate (planner skills vs segmenter on the demos): {s['sync_rate']:.3f}.", "",
               "## Phase timings", "", "| phase | minutes |", "| --- | --- |"]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in s["phase_seconds"].items()]

@@ -107,7 +107,7 @@ async def _load(target: str, robots: int, seconds: float, size: int, stream: boo
                         raise RuntimeError("the server ended the session")
                 latencies.append((time.perf_counter() - t0) * 1e3)
                 server_ms.append(reply.timings.server_ms)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a benchmark counts every failed call, whatever it was
                 errors += 1
                 if session is not None:  # a broken session is over: open a new one
                     session.cancel()
@@ -242,7 +242,7 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
         pids = {name: pid for name, (_, pid) in servers.items()}
         pids["redis"] = redis_servers["logged"].process.pid
         cpu: dict[str, float] = {name: 0.0 for name in pids}
-        for name, (target, _) in servers.items():
+        for target, _ in servers.values():
             load(target, robots, 0.5)  # warm-up, not counted
         for i in range(slices):
             progress(f"bench policy: logged vs unlogged (raw and JPEG robots), slice {i + 1}/{slices}")
@@ -326,7 +326,7 @@ def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progr
                         try:
                             client.act(f"r{i}", images, state, INSTRUCTION)
                             acts[0] += 1
-                        except Exception:
+                        except Exception:  # noqa: BLE001 - counted as a failed act
                             failed[0] += 1
 
             threads = [threading.Thread(target=robot, args=(i,), daemon=True) for i in range(robots)]
@@ -392,7 +392,7 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
                             calls += 1
                             try:
                                 call(calls)
-                            except Exception:
+                            except Exception:  # noqa: BLE001 - counted as a failed call
                                 errors[0] += 1
                                 continue
                             with lock:

@@ -313,7 +313,8 @@ def wm_eval_cmd(
     clips: int = typer.Option(24, min=1),
     seed: int = typer.Option(0),
     guidance: float = typer.Option(1.0, min=1.0, help="Classifier-free guidance scale (1 = off)."),
-    steps: int = typer.Option(2, min=1, help="Sampling steps (wm_generate's num_inference_steps; 2 measured best here)."),
+    steps: int = typer.Option(2, min=1, help="Sampling steps (wm_generate's num_inference_steps; "
+                                             "2 measured best here)."),
     features: str = typer.Option("dit_pooled", help="dit_pooled | latent_map (the read-out compared)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

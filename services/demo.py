@@ -582,7 +582,7 @@ def reuse_pretraining(previous: Path, out: Path, p: DemoProfile) -> dict:
         groups.append((phase, dirs, keys))
     out.mkdir(parents=True, exist_ok=True)
     pieces: dict = {}
-    for phase, dirs, keys in groups:
+    for _, dirs, keys in groups:
         for name in dirs:
             source, link = (previous / name).resolve(), out / name
             if source.exists() and not link.exists():
@@ -621,7 +621,8 @@ def arms_table(r: dict) -> list[str]:
 
 def stage1_table(stage1: dict) -> list[str]:
     """Markdown rows of held-out Stage 1 retrieval per alignment (demo report and docs/results.md)."""
-    lines = ["| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | chance all | recon MSE |",
+    lines = ["| alignment | v2a top-1 same-skill | a2v top-1 same-skill | v2a top-1 all | chance same-skill | "
+             "chance all | recon MSE |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, m in stage1.items():
         lines.append(f"| {name} | {m['v2a_top1_same_skill']:.3f} | {m['a2v_top1_same_skill']:.3f} | "

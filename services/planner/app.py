@@ -106,7 +106,7 @@ def create_app(settings: PlannerSettings | None = None, redis_url: str | None = 
         if cache is not None:
             try:
                 hit = await cache.get(key)
-            except Exception as exc:  # a cache outage must not take planning down
+            except Exception as exc:  # noqa: BLE001 - a cache outage must not take planning down
                 log.warning("plan cache unavailable: %s", exc)
                 hit = None
             if hit is not None:
@@ -124,7 +124,7 @@ def create_app(settings: PlannerSettings | None = None, redis_url: str | None = 
         if cache is not None and name == (backend_name or settings.default_backend):
             try:
                 await cache.put(key, skills)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the plan is served even if it is not cached
                 log.warning("plan cache unavailable: %s", exc)
         metrics.latency.labels(name, "false").observe(time.perf_counter() - start)
         return PlanResponse(plan_id=key.rsplit(":", 1)[-1][:16], skills=skills, backend=name,
@@ -170,7 +170,7 @@ def create_app(settings: PlannerSettings | None = None, redis_url: str | None = 
         if cache is not None:
             try:
                 checks["redis"] = {"ok": await cache.ping()}
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - readiness reports any failure, never raises
                 checks["redis"] = {"ok": False, "detail": type(exc).__name__}
         ready = all(c["ok"] for c in checks.values())
         return JSONResponse(status_code=200 if ready else 503,

@@ -100,7 +100,8 @@ _VERBS = {
     "reach": "reach", "move to": "reach", "move": "reach", "go to": "reach",
 }
 _VERB_RE = "|".join(sorted((re.escape(v) for v in _VERBS), key=len, reverse=True))
-_CLAUSE_SPLIT = re.compile(rf"\s*(?:;|,\s*(?:and\s+)?(?:then\s+)?|\bthen\b|\band\s+(?:then\s+)?(?=(?:{_VERB_RE})\b))\s*")
+_CLAUSE_SPLIT = re.compile(
+    rf"\s*(?:;|,\s*(?:and\s+)?(?:then\s+)?|\bthen\b|\band\s+(?:then\s+)?(?=(?:{_VERB_RE})\b))\s*")
 _LEADING_VERB = re.compile(rf"^(?:please\s+|now\s+|first\s+|finally\s+)*({_VERB_RE})\b\s*(.*)$")
 # where something goes or is: multi-word prepositions first
 _PREPOSITIONS = ("to the left of", "to the right of", "in front of", "on top of", "next to", "between",

@@ -148,7 +148,7 @@ class PolicyEngine:
                     took = outputs[0].base_ms + outputs[0].residual_ms
                     first = self._forward_ms == float("inf")
                     self._forward_ms = took if first else 0.8 * self._forward_ms + 0.2 * took
-            except Exception as exc:  # the base or residual blew up: fail this batch, keep serving
+            except Exception as exc:  # noqa: BLE001 - the base or residual blew up: fail this batch, keep serving
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)

@@ -21,7 +21,8 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
-    base_backend: Literal["tiny-vla", "lerobot", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"  # remote: the last three
+    # remote: the last three
+    base_backend: Literal["tiny-vla", "lerobot", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"
     base_checkpoint: Path | None = None  # TinyVLA checkpoint directory, or a LeRobot pretrained_model directory
     # lerobot base: camera -> LeRobot image feature key ({} = "observation.images.<camera>"), served M, device
     lerobot_image_keys: dict[str, str] = {}

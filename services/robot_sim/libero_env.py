@@ -215,7 +215,7 @@ class LiberoSim:
         if self.env is not None:
             try:
                 self.env.close()
-            except Exception:  # EGL teardown can complain at exit; the context is gone either way
+            except Exception:  # noqa: BLE001 - EGL teardown can complain at exit; the context is gone either way
                 pass
             self.env = None
 

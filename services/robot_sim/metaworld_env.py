@@ -184,7 +184,7 @@ class MetaWorldSim:
         if self._renderer is not None:
             try:
                 self._renderer.close()
-            except Exception:  # EGL teardown can complain at exit; the context is gone either way
+            except Exception:  # noqa: BLE001 - EGL teardown can complain at exit; the context is gone either way
                 pass
             self._renderer = None
         if self.env is not None:

@@ -140,8 +140,8 @@ class WeightPusher:
                     delay = 0.0
                 else:
                     self._count("rejected")
-                    (log.debug if repeated else log.error)("policy server rejected residual from update %d: %s", snap.update,
-                              self.last_error)
+                    report = log.debug if repeated else log.error
+                    report("policy server rejected residual from update %d: %s", snap.update, self.last_error)
             with self._cond:
                 self._busy = False
                 if retry and self._pending is None:

@@ -113,7 +113,7 @@ class RolloutStream:
     def _decode(self, raw: list) -> list[Entry]:
         entries, ids = [], [_id(i) for i, _ in raw]
         deliveries = self._deliveries(ids)
-        for (entry_id, fields), eid in zip(raw, ids):
+        for (_, fields), eid in zip(raw, ids):
             if fields is None:  # deleted by MAXLEN trimming while pending
                 self.client.xack(self.config.stream, self.config.group, eid)
                 continue

@@ -245,7 +245,8 @@ def train_world_model(data: str | Path, out: str | Path, cfg: WMTrainConfig = WM
     dit_minutes = (time.time() - t0) / 60
 
     meta = {"spec": asdict(spec), "text": "minilm", "version": str(int(time.time())),
-            "train": asdict(cfg), "dit_steps_total": prior_dit_steps + cfg.dit_steps, "episodes_train": [p.name for p in train_paths],
+            "train": asdict(cfg), "dit_steps_total": prior_dit_steps + cfg.dit_steps,
+            "episodes_train": [p.name for p in train_paths],
             "episodes_heldout": [str(p) for p in hold_paths], "skills": unique}
     save_components(out, vae, transformer, scheduler, meta)
     report = {"out": str(out), "resumed_from_dit_steps": prior_dit_steps,

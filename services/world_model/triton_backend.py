@@ -100,7 +100,8 @@ class EncodeModel(_WorldModelBackend):
         if video.shape[0] == 0:
             return "VIDEO is empty"
         if video.shape[0] > self.max_video_frames or video.shape[1] * video.shape[2] > self.max_pixels:
-            return f"VIDEO {list(video.shape)} exceeds the limits ({self.max_video_frames} frames, {self.max_pixels} pixels)"
+            return (f"VIDEO {list(video.shape)} exceeds the limits ({self.max_video_frames} frames, "
+                    f"{self.max_pixels} pixels)")
         if (video.shape[0] - 1) % self.model.temporal_factor:
             return f"VIDEO has {video.shape[0]} frames; need 1 + a multiple of {self.model.temporal_factor}"
         if video.shape[1] % 16 or video.shape[2] % 16:

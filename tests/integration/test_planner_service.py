@@ -140,7 +140,8 @@ def test_cache_hit_in_real_redis(tmp_path):
     with EmbeddedRedis(tmp_path / "redis") as rds:
         with TestClient(create_app(PlannerSettings(), redis_url=rds.url)) as client:
             first = client.post("/v1/skill-plans", json={"instruction": INSTR}).json()
-            second = client.post("/v1/skill-plans", json={"instruction": "  Pick up the puck and place it at the goal."}).json()
+            second = client.post("/v1/skill-plans",
+                                 json={"instruction": "  Pick up the puck and place it at the goal."}).json()
             assert not first["cached"] and second["cached"]
             assert first["plan_id"] == second["plan_id"] and first["skills"] == second["skills"]
             keys = redis.Redis.from_url(rds.url).keys("w2a:plan:*")

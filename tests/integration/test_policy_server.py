@@ -86,7 +86,8 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
     images, state = observation()
     with PolicyClient(server.target, ROBOT, retries=0, max_message_bytes=64 << 20) as client:
         cases = {
-            "observation.images[0]": lambda: client.act("r", {"corner": np.zeros((SIZE, SIZE + 1, 3), np.uint8)}, state, INSTR),
+            "observation.images[0]": lambda: client.act("r", {"corner": np.zeros((SIZE, SIZE + 1, 3), np.uint8)},
+                                                        state, INSTR),
             "observation.state": lambda: client.act("r", images, state[:5], INSTR),
             "instruction": lambda: client.act("r", images, state, "   "),
             "missing camera": lambda: client.act("r", {"wrist": images["corner"]}, state, INSTR),
@@ -94,7 +95,8 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
         for needle, call in cases.items():
             code, details = _code(call)
             assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in details, (needle, details)
-        nan_state = state.copy(); nan_state[0] = np.nan
+        nan_state = state.copy()
+        nan_state[0] = np.nan
         code, details = _code(lambda: client.act("r", images, nan_state, INSTR))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "NaN" in details
         garbage = pb.ActRequest(robot_id="r", instruction=INSTR, observation=pb.Observation(
@@ -119,7 +121,8 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
         }
         for needle, oracle in bad_oracles.items():
             request = act_request("r", images, state, INSTR, oracle=oracle)
-            code, details = _code(lambda: client.stub.Act(request, metadata=client.metadata, timeout=5))
+            code, details = _code(lambda request=request: client.stub.Act(request, metadata=client.metadata,
+                                                                           timeout=5))
             assert code == grpc.StatusCode.INVALID_ARGUMENT and needle in details, (needle, details)
         good = act_request("r", images, state, INSTR, oracle=pb.SimOracle(
             expert_actions=[0.0] * 16, future_frames=[image_proto(frame)] * 5))
@@ -154,7 +157,8 @@ def test_push_swap_tamper_rollback_and_restart(tmp_path, base):
         np.testing.assert_allclose(chunk.actions, np.clip(chunk.base + chunk.residual, -1, 1), atol=1e-6)
 
         blob2, man2 = residual_blob(base, 2, parent=1, seed=2)
-        tampered = bytearray(blob2); tampered[-3] ^= 0x55
+        tampered = bytearray(blob2)
+        tampered[-3] ^= 0x55
         code, details = _code(lambda: trainer.push_residual(bytes(tampered), man2))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "sha256" in details
         assert robot.act("r", images, state, INSTR).version == 1  # old version still served
@@ -168,7 +172,8 @@ def test_push_swap_tamper_rollback_and_restart(tmp_path, base):
         code, _ = _code(lambda: trainer.rollback(99))
         assert code == grpc.StatusCode.FAILED_PRECONDITION
         served = robot.act("r", images, state, INSTR)
-        trainer.close(); robot.close()
+        trainer.close()
+        robot.close()
     # restart on the same state dir: the last accepted version is served, with the same weights
     with ServerThread(PolicyServer(settings(state_dir), base)) as srv:
         with PolicyClient(srv.target, ROBOT) as robot:

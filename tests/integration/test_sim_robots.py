@@ -76,7 +76,7 @@ def test_oracle_records_match_a_fresh_expert_rollout_from_the_same_state(tmp_pat
     assert result.steps == 12 and len(steps) == 3 and all("oracle" in r for r in steps)
     expert = ScriptedExpert(task)
     with MetaWorldSim(SimConfig(task=task, image_size=SIZE, camera="corner", max_steps=12)) as sim:
-        obs = sim.reset(seed)
+        sim.reset(seed)
         for record in steps:
             logged = np.frombuffer(record["oracle"]["expert_actions"], np.float32).reshape(chunk, 4)
             future = np.frombuffer(record["oracle"]["future"]["data"], np.uint8).reshape(
@@ -98,7 +98,7 @@ def test_oracle_records_match_a_fresh_expert_rollout_from_the_same_state(tmp_pat
             np.testing.assert_allclose(logged, np.stack(rollout), atol=1e-6)
             np.testing.assert_array_equal(future, np.stack(frames))
             for a in np.frombuffer(record["final"], np.float32).reshape(chunk, 4):
-                obs = sim.step(np.clip(a, -1, 1)).obs
+                sim.step(np.clip(a, -1, 1))
     # the robot acted on the policy's chunks, not the teacher's: the teacher is only logged
-    assert not np.allclose(np.frombuffer(steps[0]["final"], np.float32).reshape(chunk, 4), 
+    assert not np.allclose(np.frombuffer(steps[0]["final"], np.float32).reshape(chunk, 4),
                            np.frombuffer(steps[0]["oracle"]["expert_actions"], np.float32).reshape(chunk, 4))

@@ -100,9 +100,9 @@ def test_forged_and_broken_weight_pushes_are_rejected(served, report):
             if name == "oversize stream":
                 chunks = list(weight_chunks(b[: m.byte_length], m))
                 chunks.append(pb.WeightChunk(data=b[m.byte_length:]))
-                code, detail = _code(lambda: _raw_push(client, chunks))
+                code, detail = _code(lambda chunks=chunks: _raw_push(client, chunks))
             else:
-                code, detail = _code(lambda: client.push_residual(b, m))
+                code, detail = _code(lambda b=b, m=m: client.push_residual(b, m))
         outcomes[name] = code.name
         accepted_bad += code == grpc.StatusCode.OK
         assert code in expected and detail, (name, code, detail)
@@ -114,7 +114,7 @@ def test_forged_and_broken_weight_pushes_are_rejected(served, report):
                 version=999, sha256="0" * 64, byte_length=1 << 40))],
             "empty stream": [],
         }.items():
-            code, detail = _code(lambda: _raw_push(client, messages))
+            code, detail = _code(lambda messages=messages: _raw_push(client, messages))
             outcomes[name] = code.name
             accepted_bad += code == grpc.StatusCode.OK
             assert code == grpc.StatusCode.INVALID_ARGUMENT and detail, (name, code)
@@ -177,7 +177,7 @@ def test_generated_grpc_messages_never_crash_the_server(served, report):
     stream = channel.stream_stream("/w2a.v1.PolicyService/StreamAct",
                                    request_serializer=pb.ActRequest.SerializeToString,
                                    response_deserializer=pb.ActResponse.FromString)
-    for i in range(20 if QUICK else 100):
+    for _ in range(20 if QUICK else 100):
         call = stream(iter([act_request("r", images, state, "x", step=j) for j in range(3)]),
                       metadata=metadata, timeout=10)
         next(call)

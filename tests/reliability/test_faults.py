@@ -241,7 +241,7 @@ def test_policy_server_kill_9_mid_push_serves_the_last_accepted_version(tmp_path
         for k in range(rounds):
             blob, manifest = residual_blob(base, accepted + 1, parent=accepted, seed=k + 2)
 
-            def slow_chunks():  # a push that never finishes: the server dies mid-stream
+            def slow_chunks(blob=blob, manifest=manifest):  # a push that never finishes: the server dies
                 from services.policy.client import weight_chunks
 
                 chunks = list(weight_chunks(blob, manifest, chunk_bytes=max(1, len(blob) // 8)))

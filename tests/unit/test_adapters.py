@@ -27,7 +27,7 @@ def test_video_adapter_is_three_layer_temporal_cnn():
 def test_action_adapter_is_two_layer_mlp_with_hidden_512():
     cfg = AdapterConfig(action_dim=7, chunk_size=16)
     linears = [m for m in ActionAdapter(cfg).modules() if isinstance(m, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(7 * 16, 512), (512, 256)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(7 * 16, 512), (512, 256)]
     assert ActionAdapter(cfg)(torch.randn(4, 16, 7)).shape == (4, 256)
 
 

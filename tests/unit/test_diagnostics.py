@@ -36,7 +36,7 @@ class FakeWorldModel:
 def test_links_report_where_the_signal_is():
     rng = np.random.default_rng(0)
     chunks, wm = [], FakeWorldModel()
-    for i in range(12):
+    for _ in range(12):
         frame = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
         expert = rng.uniform(-0.8, 0.8, (M, A)).astype(np.float32)
         base = (expert + rng.normal(0, 0.4, (M, A))).astype(np.float32)

@@ -49,7 +49,8 @@ def test_selection_prefers_gripper_only_for_real_grasps():
     T = 60
     ee = _piecewise_path([[0, 0, 0], [1, 0, 0], [1, 1, 0]], steps_per_leg=30)
     gripper = np.r_[np.zeros(30), np.ones(30)]
-    lifted = np.zeros((T, 3)); lifted[35:, 2] = 0.1
+    lifted = np.zeros((T, 3))
+    lifted[35:, 2] = 0.1
     resting = np.zeros((T, 3))
     assert segment_episode(gripper, ee, lifted).segmenter == "gripper"
     pushed = segment_episode(gripper, ee, resting)
@@ -80,7 +81,8 @@ def test_known_task_kind_overrides_the_lift_heuristic():
     gripper = np.r_[np.zeros(30), np.ones(30)]
     resting = np.zeros((T, 3))  # a pick-place whose goal lies on the table lifts nothing
     assert segment_episode(gripper, ee, resting, grasp_task=True).segmenter == "gripper"
-    lifted = np.zeros((T, 3)); lifted[35:, 2] = 0.1
+    lifted = np.zeros((T, 3))
+    lifted[35:, 2] = 0.1
     pushed = segment_episode(gripper, ee, lifted, grasp_task=False)
     assert pushed.segmenter == "motion" and pushed.reason == "not a grasping task"
 

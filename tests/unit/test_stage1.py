@@ -16,7 +16,10 @@ def synthetic_chunks(demos=12, per_demo=6, seed=0) -> ChunkSet:
             s = c % 2
             a = rng.normal(0.5 if s else -0.5, 0.5, (8, 4)).astype(np.float32)
             v = (a.reshape(-1) @ proj).reshape(2, 16) + 0.05 * rng.standard_normal((2, 16))
-            lat.append(v.astype(np.float32)); act.append(a); skill.append(s); demo.append(d)
+            lat.append(v.astype(np.float32))
+            act.append(a)
+            skill.append(s)
+            demo.append(d)
     return ChunkSet(np.stack(lat), np.stack(act), np.array(skill), np.array(demo),
                     ["t: reach", "t: push"], [f"d{i}" for i in range(demos)])
 
