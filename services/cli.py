@@ -502,29 +502,50 @@ def down(run_dir: Path = typer.Option(Path("runs/stack"))) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    task: str = typer.Option(..., help="Meta-World task, e.g. pick-place-v3."),
+    task: str = typer.Option(..., help="Meta-World task (e.g. pick-place-v3), or with --sim libero a task "
+                                       "index or name of --suite."),
     episodes: int = typer.Option(10, min=1),
     seed: int = typer.Option(100_000, "--eval-seed-start", "--seed",
-                             help="First evaluation seed (>= 100000: disjoint from demos/rollouts)."),
+                             help="First evaluation seed (>= 100000: disjoint from demos/rollouts). LIBERO: "
+                                  "seed 100000 + k is the suite's official init state k (k < 50)."),
     arm: str = typer.Option("w2a", help="w2a (base + residual) | base (the server's base only)."),
     target: Optional[str] = typer.Option(None, help="Policy server (default: from --run-dir's stack)."),
     token: Optional[str] = typer.Option(None, envvar="W2A_ROBOT_TOKEN", help="Robot token."),
     run_dir: Path = typer.Option(Path("runs/stack"), help="A `w2a up` stack to evaluate against."),
     robots: int = typer.Option(2, min=1, help="Parallel robot processes."),
-    max_steps: int = typer.Option(60, min=1, help="Step limit per episode (policy steps)."),
-    camera: str = typer.Option(DEFAULT_CAMERA, help="Sim camera the base was trained on."),
-    action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1, help="Env steps per policy step (as the demos)."),
-    image_size: int = typer.Option(64, min=16, help="Camera image size (as the demos)."),
+    sim: str = typer.Option("metaworld", help="metaworld | libero"),
+    suite: str = typer.Option("libero_object", help="LIBERO suite (--sim libero)."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Step limit per episode in policy steps "
+                                            "(default 60; LIBERO: the suite's limit / action repeat)."),
+    camera: Optional[str] = typer.Option(None, help="Sim camera the base was trained on (default front; "
+                                                    "LIBERO agentview)."),
+    action_repeat: Optional[int] = typer.Option(None, min=1, help="Env steps per policy step, as the demos "
+                                                f"(default {DEFAULT_ACTION_REPEAT}; LIBERO 1)."),
+    image_size: Optional[int] = typer.Option(None, min=16, help="Camera image size, as the demos "
+                                                                "(default 64; LIBERO 96)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Success rate (Wilson 95 % interval) of sim robots acting through a running policy server."""
     from services.robot_sim.robot import RobotConfig, run_robots, split_seeds, summarise
-    from services.robot_sim.seeds import check_eval_seed
+    from services.robot_sim.seeds import EVAL_SEEDS_START, check_eval_seed
 
     if arm not in ("w2a", "base"):
         _fail("--arm must be 'w2a' or 'base'")
+    if sim not in ("metaworld", "libero"):
+        _fail(f"--sim must be metaworld or libero, got {sim!r}")
     try:
         check_eval_seed(seed)
+        if sim == "libero":  # LIBERO's protocol: the suite's official init states, 50 per task
+            from services.robot_sim.libero_env import LiberoConfig, resolve_task
+
+            defaults = LiberoConfig(suite=suite, camera=camera or "agentview")
+            resolve_task(suite, task)
+            if seed + episodes > EVAL_SEEDS_START + 50:
+                raise ValueError(f"LIBERO evaluates on the 50 official init states per task: --eval-seed-start "
+                                 f"+ --episodes must stay <= {EVAL_SEEDS_START + 50}")
+            action_repeat = action_repeat or 1
+            max_steps = max_steps or -(-defaults.step_limit // action_repeat)
+            camera, image_size = defaults.camera, image_size or 96
     except ValueError as exc:
         _fail(str(exc))
     if target is None or token is None:
@@ -538,8 +559,9 @@ def eval_cmd(
         token = token or state["robot_token"]
     seeds = list(range(seed, seed + episodes))
     configs = [RobotConfig(f"eval-{arm}-{i}", task, target, token, group, base_only=arm == "base",
-                           evaluation=True, max_steps=max_steps, camera=camera,
-                           action_repeat=action_repeat, image_size=image_size)
+                           evaluation=True, max_steps=max_steps or 60, camera=camera or DEFAULT_CAMERA,
+                           action_repeat=action_repeat or DEFAULT_ACTION_REPEAT, image_size=image_size or 64,
+                           sim=sim, suite=suite)
                for i, group in enumerate(split_seeds(seeds, robots))]
     from services.robot_sim.robot import RobotError
 
@@ -548,7 +570,10 @@ def eval_cmd(
     except RobotError as exc:
         _fail(str(exc), 1)
     summary = summarise(task, arm, results)
-    keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95", "outcomes")
+    if sim == "libero":
+        summary["suite"] = suite
+    keys = ("task", "arm", "episodes", "successes", "success_rate", "ci95", "outcomes",
+            "physics_ms_per_step", "render_ms_per_chunk") + (("suite",) if sim == "libero" else ())
     typer.echo(json.dumps({k: summary[k] for k in keys} if as_json else summary,
                           indent=None if as_json else 1))
 

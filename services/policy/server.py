@@ -251,6 +251,10 @@ class PolicyServer:
         self.settings = settings
         self.base = base
         spec = base.spec
+        if settings.action_low is None:  # unset: [-1, 1] per element of this base's action
+            settings = settings.model_copy(update={"action_low": [-1.0] * spec.action_dim,
+                                                   "action_high": [1.0] * spec.action_dim})
+            self.settings = settings
         if len(settings.action_low) != spec.action_dim:
             raise ValueError(f"action bounds have {len(settings.action_low)} entries but the base "
                              f"policy's action_dim is {spec.action_dim}")

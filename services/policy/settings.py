@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -55,8 +55,9 @@ class PolicySettings(BaseSettings):
     max_batch: int = Field(16, ge=1, le=1024)
     max_wait_ms: float = Field(2.0, ge=0, le=1000)
 
-    action_low: list[float] = [-1.0, -1.0, -1.0, -1.0]
-    action_high: list[float] = [1.0, 1.0, 1.0, 1.0]
+    # per action element; unset = [-1, 1] for every element of the base's action (4 on Meta-World, 7 on LIBERO)
+    action_low: Optional[list[float]] = None
+    action_high: Optional[list[float]] = None
     residual_max_norm: float = Field(0.5, ge=0)
     smooth_steps: int = Field(0, ge=0)  # cross-fade at chunk boundaries (see sessions.py); 0 = off
 
@@ -87,6 +88,8 @@ class PolicySettings(BaseSettings):
             raise ValueError("the trainer token must differ from every robot token")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("set both W2A_POLICY_TLS_CERT and W2A_POLICY_TLS_KEY, or neither")
-        if len(self.action_low) != len(self.action_high):
+        if (self.action_low is None) != (self.action_high is None):
+            raise ValueError("set both W2A_POLICY_ACTION_LOW and W2A_POLICY_ACTION_HIGH, or neither")
+        if self.action_low is not None and len(self.action_low) != len(self.action_high):
             raise ValueError("action_low and action_high must have the same length")
         return self

@@ -15,7 +15,8 @@ work on either:
   with Meta-World so segmentation reads both): end-effector position (3), gripper opening (the
   finger gap, 1), position (3) and quaternion (4) of the first object the task names, the same
   for the second (7; zeros if there is none), then the end-effector quaternion (4) and the
-  pose of any further named object (``objects``).
+  poses of a third and fourth named object (``objects``; zeros where there are fewer): a fixed
+  ``STATE_DIM`` = 36 whatever the task, so one base can serve a whole suite.
 - **Step limits** per suite are the ones LIBERO's evaluations use (``SUITE_MAX_STEPS``).
 """
 
@@ -35,6 +36,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
 SUITES = tuple(SUITE_MAX_STEPS)
 CAMERAS = ("agentview", "robot0_eye_in_hand")
+MAX_OBJECTS = 4  # LIBERO goals name at most four objects
+STATE_DIM = 3 + 1 + 7 * MAX_OBJECTS + 4
 WAIT_STEPS = 10  # LIBERO's protocol: still actions after a reset while objects settle
 STILL_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float32)
 
@@ -135,6 +138,11 @@ class LiberoSim:
         return self.task.instruction
 
     @property
+    def task_name(self) -> str:
+        """'<suite>/<task name>', as LIBERO episodes record it."""
+        return f"{self.task.suite}/{self.task.name}"
+
+    @property
     def objects(self) -> list[str]:
         """The objects the task's goal names (LIBERO's ``obj_of_interest``), in its order."""
         self._ensure_env()
@@ -205,8 +213,8 @@ class LiberoSim:
         o = self.obs
         fingers = np.asarray(o["robot0_gripper_qpos"])
         poses = [np.concatenate([o.get(f"{n}_pos", np.zeros(3)), o.get(f"{n}_quat", np.zeros(4))])
-                 for n in self.objects]
-        poses += [np.zeros(7)] * max(0, 2 - len(poses))
+                 for n in self.objects[:MAX_OBJECTS]]
+        poses += [np.zeros(7)] * (MAX_OBJECTS - len(poses))
         parts = [o["robot0_eef_pos"], [fingers[0] - fingers[1]], poses[0], poses[1],
                  o["robot0_eef_quat"], *poses[2:]]
         return np.concatenate(parts).astype(np.float32)

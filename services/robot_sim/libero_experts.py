@@ -148,7 +148,7 @@ def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True):
     return Episode(frames=np.stack(frames) if frames else np.zeros((len(acts), size, size, 3), np.uint8),
                    actions=acts, state=np.stack(states).astype(np.float32),
                    gripper=(acts[:, 6] > 0).astype(np.float32), instruction=sim.instruction,
-                   task=f"{sim.task.suite}/{sim.task.name}", success=success_at is not None, seed=seed,
+                   task=sim.task_name, success=success_at is not None, seed=seed,
                    camera=sim.config.camera, action_repeat=sim.config.action_repeat), expert
 
 
@@ -168,7 +168,7 @@ def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: boo
     report = {"out": str(out), "saved": 0, "attempted": 0, "failures": 0, "files": []}
     with LiberoSim(config) as sim, tqdm(total=episodes, desc=f"collect {sim.task.name}", unit="ep",
                                         disable=not progress) as bar:
-        report["task"] = f"{sim.task.suite}/{sim.task.name}"
+        report["task"] = sim.task_name
         while report["saved"] < episodes and report["attempted"] < episodes * 3:
             episode, _ = expert_episode(sim, seed + report["attempted"])
             report["attempted"] += 1

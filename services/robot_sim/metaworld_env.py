@@ -92,6 +92,16 @@ class MetaWorldSim:
         self._renderer = None
         self.obs: np.ndarray | None = None
 
+    @property
+    def task_name(self) -> str:
+        return self.config.task
+
+    @property
+    def instruction(self) -> str:
+        from services.robot_sim.collect import instruction_for
+
+        return instruction_for(self.config.task)
+
     def reset(self, seed: int) -> np.ndarray:
         import mujoco
 

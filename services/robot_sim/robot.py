@@ -30,7 +30,7 @@ ORACLE_MODES = ("", "expert", "expert+future")
 @dataclass(frozen=True)
 class RobotConfig:
     robot_id: str
-    task: str
+    task: str  # Meta-World task name, or with sim="libero" a task index or name of ``suite``
     target: str  # policy server host:port
     token: str  # this robot's bearer token
     seeds: tuple[int, ...]  # one episode per seed (the seed fixes the object/goal placement)
@@ -46,10 +46,31 @@ class RobotConfig:
     # for acting): "" none, "expert" the expert's chunk from this exact state, "expert+future"
     # also the frames of that expert future.
     oracle: str = ""
+    sim: str = "metaworld"  # or "libero"
+    suite: str = "libero_object"  # LIBERO only
 
     def __post_init__(self) -> None:
         if self.oracle not in ORACLE_MODES:
             raise ValueError(f"oracle must be one of {ORACLE_MODES}, got {self.oracle!r}")
+        if self.sim not in ("metaworld", "libero"):
+            raise ValueError(f"sim must be 'metaworld' or 'libero', got {self.sim!r}")
+        if self.sim == "libero" and self.oracle:
+            raise ValueError("the simulator oracle (expert teacher) exists for Meta-World only")
+
+
+def make_sim(config: RobotConfig):
+    """The simulator a robot drives: the same reset/render/step/state interface for both."""
+    if config.sim == "libero":
+        from services.robot_sim.libero_env import LiberoConfig, LiberoSim
+
+        return LiberoSim(LiberoConfig(suite=config.suite, task=config.task, image_size=config.image_size,
+                                      camera=config.camera,  # LIBERO counts env steps
+                                      max_steps=config.max_steps * config.action_repeat,
+                                      action_repeat=config.action_repeat))
+    from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
+
+    return MetaWorldSim(SimConfig(task=config.task, image_size=config.image_size, camera=config.camera,
+                                  max_steps=config.max_steps, action_repeat=config.action_repeat))
 
 
 @dataclass
@@ -64,6 +85,8 @@ class EpisodeResult:
     fallbacks: int = 0
     skills: list[str] = field(default_factory=list)  # skills in the order the robot entered them
     seconds: float = 0.0
+    render_seconds: float = 0.0  # in sim.render() (once per chunk)
+    physics_seconds: float = 0.0  # in sim.step()
 
 
 class SkillTracker:
@@ -76,6 +99,7 @@ class SkillTracker:
         self.texts = [s.description for s in decompose(instruction, task)] or [instruction]
         spec = TASKS.get(task)
         self.grasp = None if spec is None else spec.grasp
+        self.task = task
         self.action_repeat = action_repeat  # the demos' segmenter step counts scale with it
         self.gripper: list[float] = []
         self.states: list[np.ndarray] = []
@@ -93,7 +117,8 @@ class SkillTracker:
         states = np.stack(self.states)
         seg = segment_episode(np.asarray(self.gripper), states[:, STATE_LAYOUT["ee_pos"]],
                               states[:, STATE_LAYOUT["object_pos"]],
-                              SegmenterConfig().for_action_repeat(self.action_repeat), grasp_task=self.grasp)
+                              SegmenterConfig(release_ends_place=self.task.startswith("libero"))
+                              .for_action_repeat(self.action_repeat), grasp_task=self.grasp)
         return self.texts[min(len(seg.segments), len(self.texts)) - 1]
 
 
@@ -161,10 +186,9 @@ class _Requests:
 def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str,
                 teacher: ExpertTeacher | None = None) -> EpisodeResult:
     from services.policy.client import ActionChunk, act_request, episode_end_request
-    from services.robot_sim.collect import instruction_for
 
-    instruction = instruction_for(config.task)
-    tracker = SkillTracker(instruction, config.task, config.action_repeat)
+    instruction = sim.instruction
+    tracker = SkillTracker(instruction, sim.task_name, config.action_repeat)
     result = EpisodeResult(config.robot_id, config.task, seed, False, 0, 0)
     started = time.perf_counter()
     obs = sim.reset(seed)
@@ -177,7 +201,10 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str,
             skill = tracker.current()
             if not result.skills or result.skills[-1] != skill:
                 result.skills.append(skill)
-            requests.send(act_request(config.robot_id, {config.camera: sim.render()}, sim.state,
+            t0 = time.perf_counter()
+            frame = sim.render()
+            result.render_seconds += time.perf_counter() - t0
+            requests.send(act_request(config.robot_id, {config.camera: frame}, sim.state,
                                       instruction, episode_id=episode_id, step=result.steps,
                                       skill=skill, base_only=config.base_only,
                                       evaluation=config.evaluation,
@@ -188,8 +215,10 @@ def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str,
             if not result.policy_versions or result.policy_versions[-1] != chunk.version:
                 result.policy_versions.append(chunk.version)
             for action in chunk.actions:
-                tracker.observe(sim.state, float(action[3]))
+                tracker.observe(sim.state, float(action[-1]))  # the gripper is last (4-d and 7-d)
+                t0 = time.perf_counter()
                 step = sim.step(np.clip(action, -1.0, 1.0))
+                result.physics_seconds += time.perf_counter() - t0
                 obs = step.obs
                 result.steps += 1
                 if step.success:
@@ -229,14 +258,11 @@ def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
     import torch
 
     from services.policy.client import PolicyClient
-    from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
 
     torch.set_num_threads(1)
     results = []
     with PolicyClient(config.target, config.token, root_certificates=config.root_certificates) as client, \
-            MetaWorldSim(SimConfig(task=config.task, image_size=config.image_size,
-                                   camera=config.camera, max_steps=config.max_steps,
-                                   action_repeat=config.action_repeat)) as sim:
+            make_sim(config) as sim:
         client.wait_ready(60)
         teacher = None
         if config.oracle:
@@ -276,13 +302,17 @@ def split_seeds(seeds: list[int], robots: int) -> list[tuple[int, ...]]:
 
 def summarise(task: str, arm: str, results: list[EpisodeResult]) -> dict:
     successes = sum(r.success for r in results)
+    steps, chunks = max(1, sum(r.steps for r in results)), max(1, sum(r.chunks for r in results))
     lo, hi = wilson_ci95(successes, len(results))
     return {"task": task, "arm": arm, "episodes": len(results), "successes": successes,
             "success_rate": successes / len(results) if results else 0.0, "ci95": [lo, hi],
             "seeds": sorted(r.seed for r in results),
             "outcomes": {int(r.seed): bool(r.success) for r in sorted(results, key=lambda r: r.seed)},
             "policy_versions": sorted({v for r in results for v in r.policy_versions}),
-            "fallbacks": sum(r.fallbacks for r in results)}
+            "fallbacks": sum(r.fallbacks for r in results),
+            # where the robots' time goes: physics per policy step, one render per chunk
+            "physics_ms_per_step": 1e3 * sum(r.physics_seconds for r in results) / steps,
+            "render_ms_per_chunk": 1e3 * sum(r.render_seconds for r in results) / chunks}
 
 
 def result_dict(result: EpisodeResult) -> dict:

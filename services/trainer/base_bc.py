@@ -89,8 +89,13 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     if {e.camera for e in train_eps} != {camera}:
         raise ValueError(f"episodes under {data_dir} come from several cameras "
                          f"{sorted({e.camera for e in train_eps})}; train one base per camera")
-    if size != model.image_size or camera != model.camera:  # the base sees what the demos saw
-        model = TinyVLAConfig(**{**asdict(model), "image_size": size, "camera": camera})
+    shapes = {(e.state.shape[1], e.actions.shape[1]) for e in train_eps}
+    if len(shapes) != 1:
+        raise ValueError(f"episodes under {data_dir} disagree on (state, action) sizes {sorted(shapes)}")
+    (state_dim, action_dim), = shapes
+    seen = {"image_size": size, "camera": camera, "state_dim": state_dim, "action_dim": action_dim}
+    if any(getattr(model, k) != v for k, v in seen.items()):  # the base sees and acts as the demos did
+        model = TinyVLAConfig(**{**asdict(model), **seen})
     train = BCDataset.from_episodes(train_eps, model.chunk_size, encoder)
     hold = BCDataset.from_episodes([read_episode(p) for p in hold_paths], model.chunk_size,
                                    encoder) if hold_paths else None

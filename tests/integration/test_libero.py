@@ -79,3 +79,33 @@ def test_demo_seeds_must_stay_below_the_evaluation_range(tmp_path):
 
     with pytest.raises(ValueError, match="below"):
         collect_libero(tmp_path, LiberoConfig(), 2, seed=EVAL_SEEDS_START - 1, progress=False)
+
+
+def test_libero_robots_act_through_the_policy_server_on_the_official_init_states(tmp_path):
+    """Expert demos -> a TinyVLA base with LIBERO's 7-d actions and 36-d state -> a real gRPC
+    policy server -> two robot processes on init states 0 and 1: the protocol end to end."""
+    from policy_helpers import ROBOT, ServerThread, settings
+    from services.policy.server import PolicyServer
+    from services.robot_sim.libero_experts import collect_libero
+    from services.robot_sim.robot import RobotConfig, run_robots, split_seeds, summarise
+    from services.trainer.base_bc import BCConfig, train_base
+    from w2a_models.base_policy.tiny_vla import TinyVLA
+
+    collect_libero(tmp_path / "data", LiberoConfig(task=0, image_size=32), 1, seed=11, progress=False)
+    train_base(tmp_path / "data", tmp_path / "base", config=BCConfig(steps=5, holdout_fraction=0.0),
+               progress=False)
+    base = TinyVLA.load(tmp_path / "base")
+    assert (base.spec.action_dim, base.spec.state_dim, base.spec.cameras[0].name) == (7, 36, "agentview")
+    seeds = [EVAL_SEEDS_START, EVAL_SEEDS_START + 1]
+    with ServerThread(PolicyServer(settings(tmp_path / "p"), base)) as srv:
+        configs = [RobotConfig(f"r{i}", "0", srv.target, ROBOT, group, image_size=32, max_steps=16,
+                               camera="agentview", action_repeat=1, sim="libero", suite="libero_object",
+                               evaluation=True)
+                   for i, group in enumerate(split_seeds(seeds, 2))]
+        results = run_robots(configs)
+    assert sorted(r.seed for r in results) == seeds
+    assert all(r.steps == 16 and r.chunks == 2 for r in results)
+    summary = summarise("0", "w2a", results)
+    assert summary["physics_ms_per_step"] > 0 and summary["render_ms_per_chunk"] > 0
+    with pytest.raises(ValueError, match="Meta-World only"):
+        RobotConfig("r", "0", "x", "y", (1,), sim="libero", oracle="expert")
