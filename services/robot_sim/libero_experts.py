@@ -9,7 +9,7 @@ and in the upper bounds only, never by a policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,13 +30,37 @@ class GraspProfile:
     """How to take one object: height of the grasp above its pose, and of the carry."""
 
     grasp_dz: float = 0.0
+    grasp_offset: tuple[float, float] = (0.0, 0.0)  # from the pose in x, y (a bowl is taken by its rim)
     approach_dz: float = 0.12
     carry_dz: float = 0.25  # carry this far above the higher of object and target (scenes differ in table height)
     release_dz: float = 0.10  # above the container's pose
 
 
-# per object kind (LIBERO object names without the _N suffix); default otherwise
-GRASP_PROFILES: dict[str, GraspProfile] = {}
+# per object kind (LIBERO object names without the _N suffix); default otherwise. A bowl is
+# taken by its rim, 4 cm off its centre along the fingers' closing axis (world y), on the side
+# with more room (``clear_side``).
+GRASP_PROFILES: dict[str, GraspProfile] = {
+    "akita_black_bowl": GraspProfile(grasp_dz=0.02, grasp_offset=(0.0, 0.04)),
+}
+
+
+def scene_positions(sim, exclude: str) -> list[np.ndarray]:
+    """Positions of every other object in the scene (privileged)."""
+    return [np.asarray(v) for k, v in sim.obs.items() if k.endswith("_pos") and not k.startswith("robot0")
+            and "_to_" not in k and k != f"{exclude}_pos"]
+
+
+def clear_side(profile: GraspProfile, obj: np.ndarray, others: list[np.ndarray]) -> GraspProfile:
+    """The grasp offset or its mirror image: whichever lies farther from the nearest other object."""
+    dx, dy = profile.grasp_offset
+    if (dx, dy) == (0.0, 0.0) or not others:
+        return profile
+
+    def room(sign: float) -> float:
+        point = obj[:2] + sign * np.array([dx, dy])
+        return min(float(np.linalg.norm(point - o[:2])) for o in others)
+
+    return profile if room(1.0) >= room(-1.0) else replace(profile, grasp_offset=(-dx, -dy))
 
 
 def object_kind(name: str) -> str:
@@ -74,12 +98,14 @@ class WaypointExpert:
 def pick_place_waypoints(eef: np.ndarray, obj: np.ndarray, container: np.ndarray,
                          profile: GraspProfile = GraspProfile()) -> list[Waypoint]:
     """Above the object, down, close, lift, above the container, down a little, open."""
-    grasp = obj + np.array([0.0, 0.0, profile.grasp_dz])
-    above = np.array([obj[0], obj[1], max(obj[2] + profile.approach_dz, eef[2])])
+    dx, dy = profile.grasp_offset
+    grasp = obj + np.array([dx, dy, profile.grasp_dz])
+    above = np.array([grasp[0], grasp[1], max(obj[2] + profile.approach_dz, eef[2])])
     carry_z = max(obj[2], container[2]) + profile.carry_dz
-    lift = np.array([obj[0], obj[1], carry_z])
-    over = np.array([container[0], container[1], carry_z])
-    release = np.array([container[0], container[1], container[2] + profile.release_dz + profile.grasp_dz])
+    lift = np.array([grasp[0], grasp[1], carry_z])
+    over = np.array([container[0] + dx, container[1] + dy, carry_z])
+    release = np.array([container[0] + dx, container[1] + dy,
+                        container[2] + profile.release_dz + profile.grasp_dz])
     return [Waypoint(above, OPEN, 0.02), Waypoint(grasp, OPEN, 0.01, max_steps=60),
             Waypoint(grasp, CLOSE, 1.0, hold=12), Waypoint(lift, CLOSE, 0.03),
             Waypoint(over, CLOSE, 0.02), Waypoint(release, CLOSE, 0.02, max_steps=40),
@@ -118,7 +144,8 @@ def expert_for(sim) -> WaypointExpert:
     waypoints: list[Waypoint] = []
     for obj_name, target in goal_placements(sim):
         obj, _ = sim.object_pose(obj_name)
-        profile = GRASP_PROFILES.get(object_kind(obj_name), GraspProfile())
+        profile = clear_side(GRASP_PROFILES.get(object_kind(obj_name), GraspProfile()), obj,
+                             scene_positions(sim, obj_name))
         waypoints += pick_place_waypoints(eef, obj, target_position(sim, target), profile)
         eef = waypoints[-1].target
     return WaypointExpert(waypoints)
