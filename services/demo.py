@@ -376,7 +376,7 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
     import torch
 
     from services.stack import Stack, StackConfig
-    from services.trainer.plots import plot_curves
+    from services.trainer.plots import plot_curves, plot_success_by_arm
     from services.trainer.world_model_train import WMTrainConfig, train_world_model
 
     torch.set_num_threads(1)
@@ -454,13 +454,16 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
     plots = {}
     curves = {arm: s2["losses"] for arm, s2 in report["stage2_arms"].items() if s2.get("losses")}
     if curves:
-        plots["stage2_loss"] = plot_curves(out / "stage2_loss.png", curves,
-                                           "Stage 2 loss per update, by arm").name
+        plots["stage2_loss"] = plot_curves(out / "stage2_loss.png", curves, "Stage 2 loss per update, by arm",
+                                           xlabel="residual update", ylabel="Stage 2 loss").name
     by_version = report["stage2"].get("success_by_policy_version")
     if by_version:
         plots["success_vs_version"] = plot_curves(out / "success_vs_version.png", {
             "rollout success": [(v, d["success_rate"]) for v, d in by_version.items()]},
-            "Rollout success rate vs policy version").name
+            "Rollout success rate vs policy version (w2a arm)", xlabel="policy version",
+            ylabel="rollout success rate").name
+    if report.get("evaluation"):
+        plots["success_by_arm"] = plot_success_by_arm(out / "success_by_arm.png", report["evaluation"]).name
     for alignment in ("chunk", "trajectory"):
         png = out / f"stage1_{alignment}" / "stage1_loss.png"
         if png.exists():

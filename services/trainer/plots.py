@@ -1,43 +1,64 @@
-"""Loss curves as PNG with Pillow only (no plotting stack in the image)."""
+"""The report's charts, drawn with matplotlib (headless Agg backend).
+
+Every chart names its axes; legends sit outside the data; success rates carry their 95 %
+intervals. Each function writes one PNG and returns its path.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import matplotlib
 
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+matplotlib.use("Agg")  # no display: servers, CI and containers
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_curves(path: str | Path, curves: dict[str, list[tuple[float, float]]], title: str,
-                size: tuple[int, int] = (640, 400)) -> Path:
-    """Draw (x, y) series on shared axes; y range from the data, x from 0 to the last step."""
-    width, height = size
-    margin_l, margin_r, margin_t, margin_b = 60, 20, 30, 40
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    points = [p for series in curves.values() for p in series]
-    if not points:
+                xlabel: str = "step", ylabel: str = "loss", size: tuple[float, float] = (6.4, 4.0)) -> Path:
+    """(x, y) series on shared axes, one line (with markers when short) and legend entry each."""
+    if not any(curves.values()):
         raise ValueError("nothing to plot")
-    x_max = max(x for x, _ in points) or 1.0
-    y_min, y_max = min(y for _, y in points), max(y for _, y in points)
-    if y_max == y_min:
-        y_max = y_min + 1.0
-    to_px = lambda x, y: (margin_l + (width - margin_l - margin_r) * x / x_max,  # noqa: E731
-                          height - margin_b - (height - margin_t - margin_b) * (y - y_min) / (y_max - y_min))
-    draw.rectangle([margin_l, margin_t, width - margin_r, height - margin_b], outline="black")
-    for frac in (0.0, 0.5, 1.0):
-        y = y_min + frac * (y_max - y_min)
-        _, py = to_px(0, y)
-        draw.text((4, py - 6), f"{y:.3g}", fill="black")
-    draw.text((width - margin_r - 60, height - margin_b + 8), f"step {int(x_max)}", fill="black")
-    draw.text((margin_l, 8), title, fill="black")
-    for i, (name, series) in enumerate(curves.items()):
-        colour = COLOURS[i % len(COLOURS)]
-        if len(series) > 1:
-            draw.line([to_px(x, y) for x, y in series], fill=colour, width=2)
-        draw.text((margin_l + 8 + 150 * i, margin_t + 6), name, fill=colour)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    fig, ax = plt.subplots(figsize=size)
+    for name, series in curves.items():
+        if not series:
+            continue
+        xs, ys = zip(*series)
+        ax.plot(xs, ys, label=name, marker="o" if len(series) <= 30 else None, markersize=3)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, path)
+
+
+def plot_success_by_arm(path: str | Path, evaluation: list[dict], title: str = "Evaluation success rate") -> Path:
+    """Per task, one bar per arm with its Wilson 95 % interval (``evaluation`` rows of the report)."""
+    tasks = list(dict.fromkeys(e["task"] for e in evaluation))
+    arms = list(dict.fromkeys(e["arm"] for e in evaluation))
+    if not tasks:
+        raise ValueError("nothing to plot")
+    width = 0.8 / len(arms)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(tasks), 4.0))
+    for a_i, arm in enumerate(arms):
+        rows = {e["task"]: e for e in evaluation if e["arm"] == arm}
+        xs = [t_i + (a_i - (len(arms) - 1) / 2) * width for t_i, t in enumerate(tasks) if t in rows]
+        rates = [rows[t]["success_rate"] for t in tasks if t in rows]
+        low = [rows[t]["success_rate"] - rows[t]["ci95"][0] for t in tasks if t in rows]
+        high = [rows[t]["ci95"][1] - rows[t]["success_rate"] for t in tasks if t in rows]
+        n = [rows[t]["episodes"] for t in tasks if t in rows]
+        ax.bar(xs, rates, width, yerr=[low, high], capsize=3, label=f"{arm} (n = {min(n)}–{max(n)})"
+               if min(n) != max(n) else f"{arm} (n = {n[0]})")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set(title=title, ylabel="success rate (95 % interval)", ylim=(0, 1))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(fig, path)

@@ -86,3 +86,19 @@ def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile
     (earlier / "stage1_pooled_dit").rmdir()
     with pytest.raises(ValueError, match="missing stage1_pooled_dit"):
         reuse_pretraining(earlier, tmp_path / "third", p)
+
+
+def test_charts_name_their_axes_and_draw_every_series(tmp_path):
+    import matplotlib.image
+    import pytest
+
+    from services.trainer.plots import plot_curves, plot_success_by_arm
+
+    path = plot_curves(tmp_path / "loss.png", {"w2a": [(1, 3.0), (2, 2.0)], "expert_corrected": [(1, 1.0)]},
+                       "Stage 2 loss", xlabel="residual update")
+    assert matplotlib.image.imread(path).shape[2] in (3, 4)
+    rows = [{"task": "push-v3", "arm": arm, "success_rate": r, "ci95": [r - 0.05, r + 0.05], "episodes": 50}
+            for arm, r in (("base", 0.3), ("w2a", 0.4))]
+    assert plot_success_by_arm(tmp_path / "arms.png", rows).exists()
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_curves(tmp_path / "none.png", {"w2a": []}, "empty")
