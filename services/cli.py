@@ -578,6 +578,52 @@ def eval_cmd(
                           indent=None if as_json else 1))
 
 
+libero_app = typer.Typer(no_args_is_help=True, help="LIBERO suites: tasks, plans and scripted experts.")
+app.add_typer(libero_app, name="libero")
+
+
+@libero_app.command("tasks")
+def libero_tasks(suite: str = typer.Option("libero_object", help="LIBERO suite."),
+                 as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every task of a suite: index, name, instruction and the rules planner's skills."""
+    from services.planner.rules import decompose
+    from services.robot_sim.libero_env import suite_tasks
+
+    try:
+        rows = [{"index": t.index, "name": t.name, "instruction": t.instruction,
+                 "skills": [s.description for s in decompose(t.instruction)]} for t in suite_tasks(suite)]
+    except ValueError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['index']:2d}  {r['instruction']}\n    -> " + " | ".join(r["skills"]))
+
+
+@libero_app.command("experts")
+def libero_experts(
+    suite: str = typer.Option("libero_object", help="LIBERO suite."),
+    tasks: str = typer.Option("all", help="Comma-separated task indices, or 'all'."),
+    episodes: int = typer.Option(20, min=1, max=50, help="Episodes per task."),
+    on: str = typer.Option("init_states", help="init_states (the official evaluation placements, as the docs' "
+                                               "table) | placements (sampled ones, where experts are tuned)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Scripted-expert success per task, without rendering."""
+    from services.robot_sim.libero_experts import measure_experts
+    from services.robot_sim.libero_env import suite_tasks
+
+    if on not in ("init_states", "placements"):
+        _fail("--on must be init_states or placements")
+    try:
+        indices = [t.index for t in suite_tasks(suite)] if tasks == "all" else [int(t) for t in tasks.split(",")]
+        rows = measure_experts(suite, indices, episodes, on, progress=not as_json)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(rows, indent=None if as_json else 1))
+
+
 diagnose_app = typer.Typer(no_args_is_help=True, help="Link-by-link diagnostics of the World2Act chain (JSON).")
 app.add_typer(diagnose_app, name="diagnose")
 
