@@ -40,21 +40,26 @@ def main() -> None:
         rows += measure_experts(suite, tasks, args.episodes, "init_states")
     minutes = (time.monotonic() - started) / 60
     (args.out / "libero_experts.json").write_text(json.dumps(rows, indent=1) + "\n")
+    synced = [r["sync_rate"] for r in rows if r.get("sync_rate") is not None]
     lines = ["# LIBERO: scripted experts", "",
              f"Measured by `scripts/libero_expert_doc.py --episodes {args.episodes}` on the first "
              f"{args.episodes} official init states of each task (LIBERO's evaluation placements; the "
              "experts were tuned on sampled placements only). Machine: "
              f"{platform.machine()} Linux, 2 CPU cores, no GPU; {minutes:.0f} min without rendering.", "",
-             "| suite | task | instruction (task name) | success | episodes | mean steps | failed init states |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| suite | task | instruction (task name) | success | episodes | mean steps | skill sync | "
+             "failed init states |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if r.get("success_rate") is None:
-            lines.append(f"| {r['suite']} | {r['task']} | {r['name']} | no expert | 0 | | {r['error']} |")
+            lines.append(f"| {r['suite']} | {r['task']} | {r['name']} | no expert | 0 | | | {r['error']} |")
             continue
         failed = ", ".join(str(s - 100_000) for s in r["failed"]) or "none"
+        sync = "n/a" if r["sync_rate"] is None else f"{r['sync_rate']:.2f}"
         lines.append(f"| {r['suite']} | {r['task']} | {r['name']} | {r['success_rate']:.2f} | {r['episodes']} | "
-                     f"{r['mean_steps']:.0f} | {failed} |")
-    lines += ["", "An expert is one pick and place per `in`/`on` predicate of the task's BDDL goal "
+                     f"{r['mean_steps']:.0f} | {sync} | {failed} |")
+    lines += ["", f"Skill sync (gripper segments of each successful demo against the rules planner's skills, "
+              f"one to one): {sum(synced) / max(1, len(synced)):.2f} averaged over the tasks.", "",
+              "An expert is one pick and place per `in`/`on` predicate of the task's BDDL goal "
               "(`services/robot_sim/libero_experts.py`): above the object, down, close, lift, over the "
               "target, down, open; bowls are taken by the rim on the side with more room. Goals with "
               "other predicates (open, close, turn on) have no expert yet.", ""]

@@ -82,7 +82,8 @@ PROFILES = {
                         eval_episodes=2, max_steps=40, trainer_batch=8, push_every=1, wm_eval_clips=2,
                         arms=("w2a", "w2a_pooled_dit", "expert_corrected"), upper_eval_episodes=2,
                         wm_features="latent_map", stage1_same_index=True, stage1_perturbed=2,
-                        local_negatives=2, base_negative=True, trainer_replay_batch=8),
+                        local_negatives=2, base_negative=True, trainer_replay_batch=8,
+                        play_episodes_per_task=1),
     "default": DemoProfile("default"),
     # The experiment. Tasks and the base's demo count from scripts/pilot_base.py (rollout-range
     # seeds): with 6 demos the base succeeds on 0.20 / 0.27 / 0.43 of pick-place / push /
@@ -106,10 +107,11 @@ PROFILES = {
                         # of held-out chunks 0.46 -> 0.79 (chance 0.11) and flipped cos_grad_wm > 0
                         wm_features="latent_map", stage1_same_index=True, stage1_perturbed=8,
                         local_negatives=8, base_negative=True,
-                        # scripts/stage1_play_study.py (diagnose seeds, real future): 32 play
-                        # episodes per task raised on-policy retrieval of a* 0.15 / 0.18 / 0.30
-                        # -> 0.40 / 0.27 / 0.35 and cut e_real 0.84 / 0.98 / 1.37 -> 0.71 / 0.75 / 0.81
-                        play_episodes_per_task=32,
+                        # No play data: 32 play episodes per task raised on-policy retrieval of a*
+                        # (0.15 / 0.18 / 0.30 -> 0.40 / 0.27 / 0.35, scripts/stage1_play_study.py) but
+                        # Stage 2 got worse in runs/full5 (w2a -27 / -21 / +2 points against -18 /
+                        # -13 / -1; real-future bound -16 / -20 / -12 against -10 / -4 / +4)
+                        play_episodes_per_task=0,
                         # 2 steps imagine a future closer to the real one (feature MSE 0.255 vs
                         # 0.284 at 8) but the w2a arm then fell to 0.00 / 0.01 / 0.30 against
                         # 0.09 / 0.15 / 0.45 with 8 (runs/full4 vs runs/full3, same seeds)

@@ -212,20 +212,28 @@ def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: boo
 def measure_experts(suite: str, tasks: list[int], episodes: int, on: str = "init_states",
                     progress: bool = True) -> list[dict]:
     """Expert success per task without rendering: on the official init states (``init_states``,
-    the table the docs show) or on sampled placements (``placements``, where experts are tuned)."""
+    the table the docs show) or on sampled placements (``placements``, where experts are tuned).
+    ``sync_rate``: the share of successful demos whose gripper segments match the rules planner's
+    skills one to one (what Stage 1's skill labels rely on)."""
+    from services.planner.rules import decompose
     from services.robot_sim.libero_env import LiberoConfig, LiberoSim
     from services.robot_sim.seeds import EVAL_SEEDS_START
+    from services.segmentation import segment_loaded
+    from w2a_models.skills import align_skills
 
     first = EVAL_SEEDS_START if on == "init_states" else 1000
     rows = []
     for task in tasks:
         with LiberoSim(LiberoConfig(suite=suite, task=task)) as sim:
-            outcomes, steps = [], []
+            outcomes, steps, in_sync = [], [], []
+            plan = [s.description for s in decompose(sim.instruction, sim.task_name)]
             try:
                 for k in range(episodes):
-                    episode, _ = expert_episode(sim, first + k, settle_steps=0, render=False)
+                    episode, _ = expert_episode(sim, first + k, settle_steps=5, render=False)
                     outcomes.append(bool(episode.success))
                     steps.append(episode.length)
+                    if episode.success:
+                        in_sync.append(align_skills(plan, segment_loaded(episode).segments).in_sync)
             except ValueError as exc:  # no expert for this kind of goal (yet): say so in its row
                 rows.append({"suite": suite, "task": sim.task.index, "name": sim.task.name, "on": on,
                              "episodes": 0, "success_rate": None, "error": str(exc)})
@@ -233,7 +241,8 @@ def measure_experts(suite: str, tasks: list[int], episodes: int, on: str = "init
             rows.append({"suite": suite, "task": sim.task.index, "name": sim.task.name, "on": on,
                          "episodes": episodes, "success_rate": float(np.mean(outcomes)),
                          "failed": [first + k for k, ok in enumerate(outcomes) if not ok],
-                         "mean_steps": float(np.mean(steps))})
+                         "mean_steps": float(np.mean(steps)),
+                         "sync_rate": float(np.mean(in_sync)) if in_sync else None})
         if progress:
             print(f"  {suite} {rows[-1]['task']} {rows[-1]['name']}: {rows[-1]['success_rate']:.2f}", flush=True)
     return rows

@@ -42,6 +42,9 @@ def test_tiny_demo_then_up_status_down(tmp_path):
     assert {e["arm"] for e in report["evaluation"]} == {"base", "w2a", "w2a_pooled_dit", "expert_corrected"}
     # spatial read-out for w2a, the pooled-DiT ablation through its own Triton read-out and adapters
     assert {"chunk", "trajectory", "pooled_dit"} <= set(report["stage1"])
+    # play data (the base with exploration offsets) joined the demos in Stage 1
+    assert report["play"]["push-v3"]["episodes"] == 1 and len(list((run / "play").rglob("*.npz"))) == 1
+    assert report["stage1"]["chunk"]["train_pairs"] > 0
     assert report["stage2_arms"]["w2a_pooled_dit"]["updates"] >= 1
     upper = report["stage2_arms"]["expert_corrected"]  # the oracle path, end to end
     assert upper["mode"] == "expert_corrected" and upper["updates"] >= 1 and upper["final_policy_version"] >= 1
