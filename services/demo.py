@@ -110,7 +110,7 @@ PROFILES = {
                         # No play data: 32 play episodes per task raised on-policy retrieval of a*
                         # (0.15 / 0.18 / 0.30 -> 0.40 / 0.27 / 0.35, scripts/stage1_play_study.py) but
                         # Stage 2 got worse in runs/full5 (w2a -27 / -21 / +2 points against -18 /
-                        # -13 / -1; real-future bound -16 / -20 / -12 against -10 / -4 / +4)
+                        # -13 / -1; real-future bound -16 / -20 / -22 against -10 / -4 / +4)
                         play_episodes_per_task=0,
                         # 2 steps imagine a future closer to the real one (feature MSE 0.255 vs
                         # 0.284 at 8) but the w2a arm then fell to 0.00 / 0.01 / 0.30 against
