@@ -11,14 +11,16 @@ import json
 import io
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import grpc
 import numpy as np
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
-from w2a_models.checkpoints import Manifest
+
+if TYPE_CHECKING:  # a robot-side client needs no torch: the manifest is only a type here
+    from w2a_models.checkpoints import Manifest
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE}
 CHUNK_BYTES = 1 << 20
