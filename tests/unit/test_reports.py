@@ -55,7 +55,7 @@ def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile
 
     from services.demo import PROFILES, reuse_pretraining
 
-    p = PROFILES["tiny"]
+    p = replace(PROFILES["tiny"], play_episodes_per_task=0)
     earlier = tmp_path / "earlier"
     for d in ("data", "base", "world_model", "stage1_chunk", "stage1_pooled_dit"):
         (earlier / d).mkdir(parents=True)
@@ -86,6 +86,15 @@ def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile
     (earlier / "stage1_pooled_dit").rmdir()
     with pytest.raises(ValueError, match="missing stage1_pooled_dit"):
         reuse_pretraining(earlier, tmp_path / "third", p)
+    # play data is lent too when the play fields agree, and must then be there
+    played = replace(p, play_episodes_per_task=1)
+    (earlier / "report.json").write_text(json.dumps({"profile": asdict(played), "stage1": {}, "play": {}}))
+    with pytest.raises(ValueError, match="missing play"):
+        reuse_pretraining(earlier, tmp_path / "s3", played)
+    (earlier / "play").mkdir()
+    (earlier / "stage1_pooled_dit").mkdir()
+    assert reuse_pretraining(earlier, tmp_path / "s4", played)["reused"] == ["pretraining", "play", "stage1"]
+    assert (tmp_path / "s4" / "play").is_dir()
 
 
 def test_charts_name_their_axes_and_draw_every_series(tmp_path):
