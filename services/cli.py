@@ -102,7 +102,8 @@ def segment(
 @app.command()
 def demo(
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<timestamp>)."),
-    profile: str = typer.Option("default", help="tiny (smoke test) | default (<= 15 min) | full (the experiment)."),
+    profile: str = typer.Option("default", help="tiny (smoke test) | default (<= 15 min) | full (the experiment) "
+                                                "| libero | libero-tiny (LIBERO smoke test)."),
     eval_seed_start: Optional[int] = typer.Option(
         None, help="First evaluation seed (>= 100000; default: the profile's). Re-evaluate on "
                    "placements no earlier run used."),

@@ -30,7 +30,8 @@ from services.robot_sim.seeds import DEMO_SEEDS_START, EVAL_SEEDS_START, ROLLOUT
 @dataclass(frozen=True)
 class DemoProfile:
     name: str
-    tasks: tuple[str, ...] = ("pick-place-v3", "push-v3")
+    tasks: tuple[str, ...] = ("pick-place-v3", "push-v3")  # LIBERO: "<suite>:<task index>"
+    sim: str = "metaworld"  # or "libero" (evaluation on the suite's official init states)
     demos_per_task: int = 12  # world model + Stage 1 data
     base_demos_per_task: int = 4  # deliberately few: an imperfect base leaves room to improve
     image_size: int = 64
@@ -45,7 +46,7 @@ class DemoProfile:
     rollout_episodes_per_task: int = 6  # per round
     robots: int = 2
     eval_episodes: int = 10  # per task and arm
-    max_steps: int = 60  # policy steps (x action_repeat env steps); experts need 15-60
+    max_steps: int = 60  # policy steps (x action_repeat env steps); experts need 15-60; LIBERO 0 = the suite's limit
     trainer_batch: int = 32
     push_every: int = 4
     # The first default run (scale 0.2, lr 1e-3) saturated the residual at ~0.18 per action
@@ -119,6 +120,27 @@ PROFILES = {
 }
 
 
+# LIBERO (issue 19): four LIBERO-Object tasks and a two-object LIBERO-10 task, the World2Act arm
+# only (the upper bounds need Meta-World's simulator oracle), evaluation on the 50 official init
+# states per task. The demo and base counts are a first guess, not yet measured against the
+# 25-65 % base range the experiment needs.
+_LIBERO = dict(sim="libero", tasks=("libero_object:0", "libero_object:1", "libero_object:2", "libero_object:3",
+                                    "libero_10:0"),
+               camera="agentview", image_size=64, action_repeat=1, max_steps=0, arms=("w2a",))
+PROFILES["libero"] = DemoProfile(
+    "libero", **_LIBERO, demos_per_task=12, base_demos_per_task=4, wm_vae_steps=200, wm_dit_steps=1500,
+    wm_latent_clips=800, stage1_steps=1000, rollout_rounds=3, rollout_episodes_per_task=6, eval_episodes=50,
+    upper_eval_episodes=50, residual_scale=1.0, residual_max_norm=2.0, trainer_lr=1e-3, push_every=1,
+    trainer_steps_per_batch=30, trainer_replay_batch=96, wm_features="latent_map", stage1_same_index=True,
+    stage1_perturbed=8, local_negatives=8, base_negative=True, wm_sampling_steps=8)
+# every phase on LIBERO, nothing meant to be good (a local smoke run of the loop)
+PROFILES["libero-tiny"] = DemoProfile(
+    "libero-tiny", **{**_LIBERO, "tasks": ("libero_object:0",), "max_steps": 40}, demos_per_task=3,
+    base_demos_per_task=2, base_steps=50, wm_vae_steps=4, wm_dit_steps=20, wm_latent_clips=32, stage1_steps=50,
+    rollout_rounds=1, rollout_episodes_per_task=2, eval_episodes=2, upper_eval_episodes=2, trainer_batch=8,
+    push_every=1, wm_eval_clips=2, wm_features="latent_map")
+
+
 @dataclass
 class PhaseClock:
     """Which phase runs, shown as it starts, timed for the report."""
@@ -141,6 +163,14 @@ class PhaseClock:
             self._name = ""
 
 
+def libero_task(task: str) -> tuple[str, str]:
+    """'libero_object:3' -> ('libero_object', '3'): a LIBERO profile names its tasks so."""
+    suite, sep, index = task.partition(":")
+    if not sep:
+        raise ValueError(f"LIBERO profile tasks are '<suite>:<task index>', got {task!r}")
+    return suite, index
+
+
 def _collect_task(args: tuple) -> dict:
     out, task, episodes, seed, size, camera, repeat, max_steps = args
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -150,6 +180,16 @@ def _collect_task(args: tuple) -> dict:
     from services.robot_sim.metaworld_env import SimConfig
 
     torch.set_num_threads(1)
+    if ":" in task:  # LIBERO
+        from services.robot_sim.libero_env import LiberoConfig
+        from services.robot_sim.libero_experts import collect_libero
+
+        suite, index = libero_task(task)
+        # demos run to the suite's step limit: the profile's max_steps bounds the robots only
+        report = collect_libero(out, LiberoConfig(suite=suite, task=index, image_size=size, camera=camera,
+                                                  action_repeat=repeat),
+                                episodes, seed=seed, progress=False)
+        return {**report, "task": task}
     sim = SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat, max_steps=max_steps)
     report = collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed), progress=False)
     return asdict(report)
@@ -284,6 +324,13 @@ def _eval_episodes(p: DemoProfile, arm: str) -> int:
 def _robot(p: DemoProfile, name: str, task: str, target: str, token: str, seeds, **kw):
     from services.robot_sim.robot import RobotConfig
 
+    if p.sim == "libero":
+        from services.robot_sim.libero_env import SUITE_MAX_STEPS
+
+        suite, index = libero_task(task)
+        max_steps = p.max_steps or -(-SUITE_MAX_STEPS[suite] // p.action_repeat)
+        return RobotConfig(name, index, target, token, seeds, image_size=p.image_size, max_steps=max_steps,
+                           camera=p.camera, action_repeat=p.action_repeat, sim="libero", suite=suite, **kw)
     return RobotConfig(name, task, target, token, seeds, image_size=p.image_size, max_steps=p.max_steps,
                        camera=p.camera, action_repeat=p.action_repeat, **kw)
 
@@ -361,7 +408,8 @@ def _evaluate(stack, p: DemoProfile, arm: str) -> list[dict]:
     target, token = stack.address("policy"), stack.config.robot_token
     out = []
     for t_i, task in enumerate(p.tasks):
-        first = p.eval_seed_start + 10_000 * t_i
+        # LIBERO: every task on its suite's official init states 0, 1, … (seed 100 000 + k)
+        first = EVAL_SEEDS_START if p.sim == "libero" else p.eval_seed_start + 10_000 * t_i
         seeds = list(range(first, first + _eval_episodes(p, arm)))
         configs = [_robot(p, f"eval-{arm}-{i}", task, target, token, g, base_only=arm == "base",
                           evaluation=True) for i, g in enumerate(split_seeds(seeds, p.robots))]
@@ -383,8 +431,9 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
 
     torch.set_num_threads(1)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     p = profile
+    check_profile(p)
+    out.mkdir(parents=True, exist_ok=True)
     clock = PhaseClock(total=(4 if reuse is not None else 6) + 2 * len(p.arms) + int(p.play_episodes_per_task > 0))
     report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     spawn = mp.get_context("spawn")
@@ -477,6 +526,25 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "report.md").write_text(render_report(report))
     return report
+
+
+def check_profile(p: DemoProfile) -> None:
+    """Refuse a profile that cannot run, before anything starts."""
+    if p.sim not in ("metaworld", "libero"):
+        raise ValueError(f"profile {p.name}: sim must be metaworld or libero, got {p.sim!r}")
+    if p.sim != "libero":
+        return
+    from services.robot_sim.libero_env import resolve_task
+
+    for task in p.tasks:
+        resolve_task(*libero_task(task))
+    oracle = [a for a in p.arms if ARM_MODES[a][1]]
+    if oracle:
+        raise ValueError(f"profile {p.name}: arms {', '.join(oracle)} need Meta-World's simulator oracle")
+    if p.play_episodes_per_task:
+        raise ValueError(f"profile {p.name}: play data is Meta-World only")
+    if max(p.eval_episodes, p.upper_eval_episodes) > 50:
+        raise ValueError(f"profile {p.name}: LIBERO evaluates on its 50 official init states per task")
 
 
 def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:

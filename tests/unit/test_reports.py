@@ -111,3 +111,23 @@ def test_charts_name_their_axes_and_draw_every_series(tmp_path):
     assert plot_success_by_arm(tmp_path / "arms.png", rows).exists()
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_curves(tmp_path / "none.png", {"w2a": []}, "empty")
+
+
+def test_a_libero_profile_that_cannot_run_is_refused_before_anything_starts():
+    from dataclasses import replace
+
+    import pytest
+
+    from services.demo import PROFILES, check_profile
+
+    p = PROFILES["libero"]
+    check_profile(p)
+    assert p.sim == "libero" and all(":" in t for t in p.tasks) and p.eval_episodes <= 50
+    with pytest.raises(ValueError, match="simulator oracle"):
+        check_profile(replace(p, arms=("w2a", "expert_corrected")))
+    with pytest.raises(ValueError, match="50 official init states"):
+        check_profile(replace(p, eval_episodes=60))
+    with pytest.raises(ValueError, match="suite>:<task index"):
+        check_profile(replace(p, tasks=("libero_object",)))
+    with pytest.raises(ValueError, match="valid"):
+        check_profile(replace(p, tasks=("libero_object:12",)))
