@@ -23,6 +23,7 @@ import numpy as np
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import STREAM_FIELD, pack_record, unpack_record
+from services.common.streams import ROLLOUT_STREAM
 
 ROBOT, TRAINER = "bench-robot", "bench-trainer"
 INSTRUCTION = "pick up the puck and place it at the goal"
@@ -145,7 +146,7 @@ def _summary(runs: list[dict]) -> dict:
             "errors": sum(r["errors"] for r in runs)}
 
 
-def _last_entry_bytes(url: str, stream: str = "w2a:rollouts") -> int | None:
+def _last_entry_bytes(url: str, stream: str = ROLLOUT_STREAM) -> int | None:
     """Size of the newest step record in a stream (None when there is none)."""
     import redis
 
@@ -483,7 +484,7 @@ def bench_trainer(steps: int = 20_000, wm_steps: int = 128, batch_size: int = 32
         progress(f"bench trainer: writing {steps} rollout steps to the stream")
         pipe = rds.pipeline(transaction=False)
         for i, record in enumerate(_rollout_records(steps, image_size, feature_dim, ROLLOUT_CHUNK)):
-            pipe.xadd("w2a:rollouts", {STREAM_FIELD: pack_record(record)})
+            pipe.xadd(ROLLOUT_STREAM, {STREAM_FIELD: pack_record(record)})
             if i % 500 == 499:
                 pipe.execute()
         pipe.execute()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.streams import ROLLOUT_STREAM
 from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
 from services.robot_sim.seeds import DEMO_SEEDS_START, EVAL_SEEDS_START, ROLLOUT_SEEDS_START
 
@@ -258,7 +259,7 @@ def _success_by_version(results) -> dict[int, dict]:
     return {v: {"episodes": len(s), "success_rate": float(np.mean(s))} for v, s in sorted(by.items())}
 
 
-def _wait_drained(redis_url: str, timeout: float, leftover: int = 1, stream: str = "w2a:rollouts") -> dict:
+def _wait_drained(redis_url: str, timeout: float, leftover: int = 1, stream: str = ROLLOUT_STREAM) -> dict:
     """Wait until the trainer has read every rollout and acked all but a last partial chunk."""
     import redis
 
@@ -344,7 +345,7 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
     from services.robot_sim.robot import result_dict, run_robots, split_seeds
 
     mode, oracle = ARM_MODES[arm]
-    stream = f"w2a:rollouts:{arm}"
+    stream = f"{ROLLOUT_STREAM}:{arm}"
     stack.restart_policy({"W2A_POLICY_ROLLOUT_STREAM": stream,
                           "W2A_POLICY_RESIDUAL_MAX_NORM": str(p.residual_max_norm)},
                          out / "stack" / f"policy_{arm}")

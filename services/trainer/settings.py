@@ -9,16 +9,18 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.streams import DEAD_LETTER_STREAM, ROLLOUT_STREAM
+
 
 class TrainerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="W2A_TRAINER_", extra="ignore")
 
     # where the data comes from and where the weights go
     redis_url: str | None = None  # None: W2A_REDIS_URL; there is no embedded default (data lives there)
-    stream: str = "w2a:rollouts"
+    stream: str = ROLLOUT_STREAM
     group: str = "trainer"
     consumer: str = Field(default_factory=socket.gethostname)  # unique per trainer sharing the stream
-    dead_letter_stream: str = "w2a:rollouts:dlq"
+    dead_letter_stream: str = DEAD_LETTER_STREAM
     claim_idle_ms: int = Field(60_000, ge=0)
     max_deliveries: int = Field(5, ge=1)
     wm_url: str = "127.0.0.1:8001"  # Triton gRPC of the world-model service
