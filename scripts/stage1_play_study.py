@@ -27,12 +27,12 @@ import torch
 
 from services.robot_sim.metaworld_env import SimConfig
 from services.robot_sim.play import PLAY_SEEDS_START, PlayConfig, collect_play
-from services.trainer.diagnostics import DIAGNOSE_SEEDS_START, DiagnoseConfig, collect_on_policy, diagnose_chunks
+from services.trainer.diagnostics import (DIAGNOSE_SEEDS_START, DiagnoseConfig, collect_on_policy,
+                                          diagnose_chunks, link_line)
+from services.trainer.residual_app import load_adapters
 from services.trainer.stage1 import Stage1Config, train_stage1
 from services.trainer.stage1_data import InProcessEncoder, build_chunks
-from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.base_policy.tiny_vla import TinyVLA
-from w2a_models.checkpoints import load_module, read_manifest
 from w2a_models.episodes import find_episode_files
 from w2a_models.world_model import WorldModel, WorldModelConfig
 
@@ -80,9 +80,7 @@ def main() -> None:
         paths = demos + [f for t in p["tasks"] for f in find_episode_files(play_root / t)[:n]]
         chunks = build_chunks(paths, encoder, 8, args.run / "cache_study", progress=False)
         stage1 = train_stage1(chunks, args.run / "play_study" / name, replace(s1), progress=False)
-        ckpt = args.run / "play_study" / name / "checkpoint"
-        adapters = Stage1Adapters(AdapterConfig(**read_manifest(ckpt).config["adapter"]))
-        load_module(ckpt, adapters)
+        adapters = load_adapters(args.run / "play_study" / name / "checkpoint")
         links = {t: diagnose_chunks(c, model, adapters, config) for t, c in on_policy.items()}
         keys = ("v2a_top1_all", "v2a_top1_same_skill", "v2a_top1_local", "chance_top1_local", "recon_mse",
                 "train_pairs")
@@ -90,9 +88,7 @@ def main() -> None:
                                      "links": links, "seconds": round(time.monotonic() - started, 1)}
         print(name, json.dumps(results["variants"][name]["stage1"]), flush=True)
         for t, row in links.items():
-            print(f"  {t}: e_base {row['e_base']:.3f} e_wm {row['e_wm']:.3f} e_real {row['e_real']:.3f} "
-                  f"cos_wm {row['cos_grad_wm']:.3f} cos_real {row['cos_grad_real']:.3f} "
-                  f"ret_real {row['retrieval_top1_real']:.2f} ret_wm {row['retrieval_top1_wm']:.2f}", flush=True)
+            print(link_line(t, row), flush=True)
         args.out.write_text(json.dumps(results, indent=1))
 
 

@@ -175,6 +175,13 @@ def diagnose_chunks(chunks: list[OnPolicyChunk], world_model, adapters,
     }
 
 
+def link_line(task: str, row: dict) -> str:
+    """One line of a task's link figures (``diagnose_chunks`` output), for progress logs."""
+    return (f"  {task}: e_base {row['e_base']:.3f} e_wm {row['e_wm']:.3f} e_real {row['e_real']:.3f} "
+            f"e_copy {row['e_copy']:.3f} cos_wm {row['cos_grad_wm']:.3f} cos_real {row['cos_grad_real']:.3f} "
+            f"ret_real {row['retrieval_top1_real']:.2f} ret_wm {row['retrieval_top1_wm']:.2f}")
+
+
 def diagnose_run(run_dir, tasks: list[str], sim_settings: dict, config: DiagnoseConfig = DiagnoseConfig(),
                  progress=print, features: str | None = None, adapters_dir: str = "stage1_chunk") -> dict:
     """Load a demo run's base, world model and adapters; diagnose each task.
