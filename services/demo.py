@@ -173,7 +173,7 @@ def libero_task(task: str) -> tuple[str, str]:
 
 
 def _collect_task(args: tuple) -> dict:
-    out, task, episodes, seed, size, camera, repeat, max_steps = args
+    sim_name, out, task, episodes, seed, size, camera, repeat, max_steps = args
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
@@ -181,7 +181,7 @@ def _collect_task(args: tuple) -> dict:
     from services.robot_sim.metaworld_env import SimConfig
 
     torch.set_num_threads(1)
-    if ":" in task:  # LIBERO
+    if sim_name == "libero":
         from services.robot_sim.libero_env import LiberoConfig
         from services.robot_sim.libero_experts import collect_libero
 
@@ -549,7 +549,7 @@ def check_profile(p: DemoProfile) -> None:
 
 
 def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:
-    jobs = [(data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
+    jobs = [(p.sim, data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
              p.action_repeat, p.max_steps) for i, t in enumerate(p.tasks)]
     with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
         collected = list(pool.map(_collect_task, jobs))

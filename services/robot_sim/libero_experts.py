@@ -9,9 +9,11 @@ and in the upper bounds only, never by a policy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from w2a_models.episodes import Episode
 
 OPEN, CLOSE = -1.0, 1.0
 
@@ -74,7 +76,6 @@ class WaypointExpert:
     index: int = 0
     _steps_here: int = 0
     _held: int = 0
-    log: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -151,16 +152,14 @@ def expert_for(sim) -> WaypointExpert:
     return WaypointExpert(waypoints)
 
 
-def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True):
+def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True) -> Episode:
     """One expert episode in the episode format: a frame, the state and the action of every
     policy step, stopping ``settle_steps`` after the first success (or at the step limit)."""
-    from w2a_models.episodes import Episode
-
     sim.reset(seed)
     expert = expert_for(sim)
     frames, actions, states = [], [], []
     success_at: int | None = None
-    while not sim.steps >= sim.config.step_limit:
+    while sim.steps < sim.config.step_limit:
         if render:
             frames.append(sim.render())
         states.append(sim.state)
@@ -176,7 +175,7 @@ def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True):
                    actions=acts, state=np.stack(states).astype(np.float32),
                    gripper=(acts[:, 6] > 0).astype(np.float32), instruction=sim.instruction,
                    task=sim.task_name, success=success_at is not None, seed=seed,
-                   camera=sim.config.camera, action_repeat=sim.config.action_repeat), expert
+                   camera=sim.config.camera, action_repeat=sim.config.action_repeat)
 
 
 def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: bool = False,
@@ -197,7 +196,7 @@ def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: boo
                                         disable=not progress) as bar:
         report["task"] = sim.task_name
         while report["saved"] < episodes and report["attempted"] < episodes * 3:
-            episode, _ = expert_episode(sim, seed + report["attempted"])
+            episode = expert_episode(sim, seed + report["attempted"])
             report["attempted"] += 1
             if not episode.success:
                 report["failures"] += 1
@@ -229,7 +228,7 @@ def measure_experts(suite: str, tasks: list[int], episodes: int, on: str = "init
             plan = [s.description for s in decompose(sim.instruction, sim.task_name)]
             try:
                 for k in range(episodes):
-                    episode, _ = expert_episode(sim, first + k, settle_steps=5, render=False)
+                    episode = expert_episode(sim, first + k, settle_steps=5, render=False)
                     outcomes.append(bool(episode.success))
                     steps.append(episode.length)
                     if episode.success:
