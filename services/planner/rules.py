@@ -132,7 +132,7 @@ def _clauses(text: str) -> list[str]:
     """Split into clauses, expanding 'both' and carrying a verb over a gapped 'and the X P'."""
     out: list[str] = []
     for clause in filter(None, (c.strip() for c in _CLAUSE_SPLIT.split(text))):
-        match = _BOTH.match(clause) or None
+        match = _BOTH.match(clause)
         plural = None if match else _BOTH_PLURAL.match(clause)
         if match:
             verb, where = match.group("verb"), match.group("where")
@@ -210,7 +210,7 @@ def _clause_skills(clause: str, ctx: _Context) -> list[tuple[str, SkillKind]]:
         "turn": [(f"reach {obj}", K.reach), (f"turn {obj}{suffix}", K.turn)],
         "reach": [(f"reach {obj}{suffix}".strip(), K.reach)],
     }
-    if action in ("lift",):
+    if action == "lift":
         ctx.last_object, ctx.held = obj, obj
     elif action in ("place", "push"):
         ctx.last_object, ctx.held = obj, None
