@@ -1,80 +1,127 @@
-"""Pilot: which tasks and base demo counts put the behaviour-cloned base in the useful range.
+"""Pilot: which tasks, base demo counts and training steps put the behaviour-cloned base in the
+useful range.
 
 World2Act's residual needs a base that roughly works (25-65 % success here). For each demo count
-N this trains one multi-task TinyVLA on the first N expert demos of every candidate task (what
-``w2a demo`` does) and evaluates it in-process on rollout-range seeds — never on evaluation
-seeds. Output: one JSON line per (N, task) and a summary table.
+N and step count S this trains one multi-task TinyVLA on the first N expert demos of every
+candidate task (what ``w2a demo`` does) and evaluates it in-process on rollout-range seeds —
+never on evaluation seeds (on LIBERO: sampled placements, never the official init states).
+Output: one JSON line per (N, S, task) and a summary table.
 
     .venv/bin/python scripts/pilot_base.py --out runs/pilot --tasks pick-place-v3,push-v3 --counts 4,8
+    .venv/bin/python scripts/pilot_base.py --sim libero --out runs/libero_pilot \\
+        --tasks libero_object:0,libero_10:0 --counts 10 --base-steps 1500,6000 --episodes 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-
-from services.demo import _base_subset
-from services.robot_sim.collect import CollectConfig, collect
-from services.robot_sim.local_eval import run_local_episodes
-from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA, SimConfig
+from services.demo import _base_subset, _collect_task, _train_base
+from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
 from services.robot_sim.seeds import DEMO_SEEDS_START, ROLLOUT_SEEDS_START
-from services.trainer.base_bc import BCConfig, train_base
-from w2a_models.base_policy.tiny_vla import TinyVLA
 from w2a_models.stats import wilson_ci95
 
 PILOT_SEEDS_START = ROLLOUT_SEEDS_START + 80_000  # inside the rollout range, used by nothing else
 
 
+def _evaluate(job: tuple) -> dict:
+    """One task's pilot episodes in a worker process (simulators are single-threaded)."""
+    sim_name, base_dir, task, seeds, size, camera, repeat, max_steps = job
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    from services.robot_sim.local_eval import run_local_episodes
+    from w2a_models.base_policy.tiny_vla import TinyVLA
+
+    torch.set_num_threads(1)
+    if sim_name == "libero":
+        from services.demo import libero_task
+        from services.robot_sim.libero_env import SUITE_MAX_STEPS, LiberoConfig, LiberoSim
+
+        suite, index = libero_task(task)
+        max_steps = max_steps or SUITE_MAX_STEPS[suite]
+        sim = LiberoSim(LiberoConfig(suite=suite, task=index, image_size=size, camera=camera,
+                                     action_repeat=repeat))
+    else:
+        from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
+
+        sim = MetaWorldSim(SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat,
+                                     max_steps=max_steps))
+    with sim:
+        results = run_local_episodes(TinyVLA.load(base_dir), sim, seeds, max_steps)
+    return {"task": task, "successes": sum(r.success for r in results), "episodes": len(results),
+            "mean_steps": sum(r.steps for r in results) / len(results)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--tasks", default="pick-place-v3,push-v3,plate-slide-v3,button-press-v3,door-open-v3")
-    ap.add_argument("--counts", default="4,8")
+    ap.add_argument("--sim", choices=("metaworld", "libero"), default="metaworld")
+    ap.add_argument("--tasks", default="pick-place-v3,push-v3,plate-slide-v3,button-press-v3,door-open-v3",
+                    help="Meta-World task names, or LIBERO '<suite>:<task index>'")
+    ap.add_argument("--counts", default="4,8", help="demos per task the base trains on")
+    ap.add_argument("--base-steps", default="1500", help="BC steps, one base per value")
     ap.add_argument("--episodes", type=int, default=30)
-    ap.add_argument("--base-steps", type=int, default=1500)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--camera", default=DEFAULT_CAMERA)
-    ap.add_argument("--action-repeat", type=int, default=DEFAULT_ACTION_REPEAT)
-    ap.add_argument("--max-steps", type=int, default=60)
+    ap.add_argument("--camera", default=None, help=f"default {DEFAULT_CAMERA} (Meta-World), agentview (LIBERO)")
+    ap.add_argument("--action-repeat", type=int, default=None)
+    ap.add_argument("--max-steps", type=int, default=None, help="policy steps; LIBERO default: the suite's limit")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--demo-noise", type=float, default=0.0,
+                    help="LIBERO: perturbed execution of the demos (libero_experts.ActionNoise std)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    libero = args.sim == "libero"
+    camera = args.camera or ("agentview" if libero else DEFAULT_CAMERA)
+    repeat = args.action_repeat or (1 if libero else DEFAULT_ACTION_REPEAT)
+    max_steps = args.max_steps if args.max_steps is not None else (0 if libero else 60)
     tasks = args.tasks.split(",")
     counts = [int(c) for c in args.counts.split(",")]
-    sims = {t: SimConfig(task=t, image_size=args.size, camera=args.camera,
-                         action_repeat=args.action_repeat, max_steps=args.max_steps) for t in tasks}
+    step_counts = [int(s) for s in args.base_steps.split(",")]
+    spawn = mp.get_context("spawn")
     data = args.out / "data"
-    for i, task in enumerate(tasks):  # the demo's seeds: task i collects from 1000 * i
-        if not (data / task / "index.json").exists():
-            collect(data / task, CollectConfig(sim=sims[task], episodes=max(counts),
-                                               seed=DEMO_SEEDS_START + 1000 * i), progress=False)
+    started = time.monotonic()
+    # the demo's seeds: task i collects from DEMO_SEEDS_START + 1000 i
+    jobs = [(args.sim, data / t, t, max(counts), DEMO_SEEDS_START + 1000 * i, args.size, camera, repeat, max_steps,
+             args.demo_noise) for i, t in enumerate(tasks) if not (data / t / "index.json").exists()]
+    if jobs:
+        with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+            list(pool.map(_collect_task, jobs))
+        print(f"collected {len(jobs)} tasks in {time.monotonic() - started:.0f}s", flush=True)
     rows = []
     for n in counts:
-        started = time.monotonic()
         subset = _base_subset(data, args.out / f"base_data_{n}", n, tasks)
-        train_base(subset, args.out / f"base_{n}", config=BCConfig(steps=args.base_steps,
-                                                                   holdout_fraction=0.0), progress=False)
-        policy = TinyVLA.load(args.out / f"base_{n}")
-        trained = time.monotonic() - started
-        for t_i, task in enumerate(tasks):
-            seeds = list(range(PILOT_SEEDS_START + 1000 * t_i, PILOT_SEEDS_START + 1000 * t_i + args.episodes))
-            results = run_local_episodes(policy, sims[task], seeds)
-            k = sum(r.success for r in results)
-            lo, hi = wilson_ci95(k, len(results))
-            row = {"demos": n, "task": task, "episodes": len(results), "success_rate": k / len(results),
-                   "ci95": [lo, hi], "train_s": round(trained, 1)}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+        for steps in step_counts:
+            base_dir = args.out / f"base_{n}_{steps}"
+            started = time.monotonic()
+            if not (base_dir / "train_report.json").exists():
+                _train_base((subset, base_dir, steps))
+            trained = time.monotonic() - started
+            evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
+                                                         PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
+                      args.size, camera, repeat, max_steps) for t_i, t in enumerate(tasks)]
+            with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
+                for result in pool.map(_evaluate, evals):
+                    k, m = result["successes"], result["episodes"]
+                    lo, hi = wilson_ci95(k, m)
+                    row = {"demos": n, "base_steps": steps, "task": result["task"], "episodes": m,
+                           "success_rate": k / m, "ci95": [lo, hi], "mean_steps": result["mean_steps"],
+                           "train_s": round(trained, 1)}
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     (args.out / "pilot.json").write_text(json.dumps(rows, indent=1))
-    print("\n| demos per task | " + " | ".join(tasks) + " |")
-    print("| --- |" + " --- |" * len(tasks))
+    print("\n| demos per task | base steps | " + " | ".join(tasks) + " |")
+    print("| --- | --- |" + " --- |" * len(tasks))
     for n in counts:
-        cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
-                 for t in tasks for r in rows if r["demos"] == n and r["task"] == t]
-        print(f"| {n} | " + " | ".join(cells) + " |")
+        for steps in step_counts:
+            cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for t in tasks
+                     for r in rows if r["demos"] == n and r["base_steps"] == steps and r["task"] == t]
+            print(f"| {n} | {steps} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

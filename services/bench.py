@@ -22,7 +22,8 @@ import grpc
 import numpy as np
 
 from services.common.redis_server import EmbeddedRedis, free_port
-from services.common.rollout_log import STREAM_FIELD, pack_record, unpack_record
+from services.common.rollout_log import STREAM_FIELD, logged_image_entry, pack_record, unpack_record
+from services.common.rollout_record import StepRecord
 from services.common.streams import ROLLOUT_STREAM
 
 ROBOT, TRAINER = "bench-robot", "bench-trainer"
@@ -154,7 +155,7 @@ def _last_entry_bytes(url: str, stream: str = ROLLOUT_STREAM) -> int | None:
     try:
         for _, fields in client.xrevrange(stream, count=50):
             data = fields.get(STREAM_FIELD.encode())
-            if data is not None and unpack_record(data).get("kind") == "step":
+            if data is not None and unpack_record(data).get("kind") == StepRecord.kind:
                 return len(data)
         return None
     finally:
@@ -428,16 +429,14 @@ def bench_world_model(concurrency: int = 8, seconds: float = 10.0, model_dir: st
 
 
 def _rollout_records(n: int, image_size: int, feature_dim: int, chunk_size: int, skills: int = 4):
-    """Step records shaped like the policy server's (one image, features, base chunk)."""
+    """Step records shaped like the policy server's (one image, features, base chunk), on the wire."""
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8)
+    image = logged_image_entry(rng.integers(0, 255, (image_size, image_size, 3), dtype=np.uint8))
     for i in range(n):
-        yield {"kind": "step", "id": f"bench/{i // 50}/{i}", "robot_id": f"bench-{i % 16}",
-               "episode_id": str(i // 50), "step": i, "skill": f"skill {i % skills}",
-               "instruction": INSTRUCTION, "base_only": False, "policy_version": 0, "fallback": False,
-               "chunk": [chunk_size, 4], "base": rng.standard_normal((chunk_size, 4)).astype(np.float32),
-               "features": rng.standard_normal(feature_dim).astype(np.float32),
-               "images": {"corner": {"shape": list(image.shape), "data": image}}}
+        yield StepRecord(robot_id=f"bench-{i % 16}", episode_id=str(i // 50), step=i, skill=f"skill {i % skills}",
+                         instruction=INSTRUCTION, base=rng.standard_normal((chunk_size, 4)).astype(np.float32),
+                         features=rng.standard_normal(feature_dim).astype(np.float32),
+                         images={"corner": image}).to_wire()
 
 
 def _consume(rds, group: str, targets, adapters, steps: int, out: Path, batch_size: int,

@@ -67,6 +67,9 @@ class DemoProfile:
     # every frame recorded, so the adapters also learn the base's states. 0 = demos only.
     play_episodes_per_task: int = 0
     play_offset_std: float = 0.3
+    # LIBERO demos with perturbed execution (libero_experts.ActionNoise): the base then learns to
+    # come back to the expert's path. 0 = the expert's own actions.
+    demo_action_noise: float = 0.0
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for upper-bound and ablation arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -173,7 +176,7 @@ def libero_task(task: str) -> tuple[str, str]:
 
 
 def _collect_task(args: tuple) -> dict:
-    sim_name, out, task, episodes, seed, size, camera, repeat, max_steps = args
+    sim_name, out, task, episodes, seed, size, camera, repeat, max_steps, noise_std = args
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
@@ -183,13 +186,13 @@ def _collect_task(args: tuple) -> dict:
     torch.set_num_threads(1)
     if sim_name == "libero":
         from services.robot_sim.libero_env import LiberoConfig
-        from services.robot_sim.libero_experts import collect_libero
+        from services.robot_sim.libero_experts import ActionNoise, collect_libero
 
         suite, index = libero_task(task)
         # demos run to the suite's step limit: the profile's max_steps bounds the robots only
         report = collect_libero(out, LiberoConfig(suite=suite, task=index, image_size=size, camera=camera,
                                                   action_repeat=repeat),
-                                episodes, seed=seed, progress=False)
+                                episodes, seed=seed, progress=False, noise=ActionNoise(noise_std))
         return {**report, "task": task}
     sim = SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat, max_steps=max_steps)
     report = collect(out, CollectConfig(sim=sim, episodes=episodes, seed=seed), progress=False)
@@ -550,7 +553,7 @@ def check_profile(p: DemoProfile) -> None:
 
 def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:
     jobs = [(p.sim, data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
-             p.action_repeat, p.max_steps) for i, t in enumerate(p.tasks)]
+             p.action_repeat, p.max_steps, p.demo_action_noise) for i, t in enumerate(p.tasks)]
     with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
         collected = list(pool.map(_collect_task, jobs))
     for c in collected:

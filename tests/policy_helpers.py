@@ -7,8 +7,11 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import redis
 import torch
 
+from services.common.rollout_log import STREAM_FIELD, unpack_record
+from services.common.rollout_record import ROLLOUT_STREAM, Record, decode_record
 from services.policy.server import PolicyServer
 from services.policy.settings import PolicySettings
 from w2a_models.base_policy.tiny_vla import TinyVLA, TinyVLAConfig, TinyVLANet
@@ -66,3 +69,13 @@ class ServerThread:
         asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+def stream_records(url: str, stream: str = ROLLOUT_STREAM, oracle: bool = False) -> list[Record]:
+    """Every rollout record in a stream, typed (the way the trainer reads them)."""
+    client = redis.Redis.from_url(url)
+    try:
+        return [decode_record(unpack_record(fields[STREAM_FIELD.encode()]), oracle)
+                for _, fields in client.xrange(stream)]
+    finally:
+        client.close()

@@ -1,4 +1,6 @@
-"""Turn an ActRequest into engine input, rejecting anything malformed with the field named."""
+"""The gRPC wire format -> a ``service.RobotStep``: decode the images and the simulator's oracle,
+rejecting malformed bytes with the field named. What the step must satisfy (state size,
+instruction, cameras) is checked by ``PolicyService`` for every transport alike."""
 
 from __future__ import annotations
 
@@ -8,14 +10,8 @@ import numpy as np
 from PIL import Image as PILImage, UnidentifiedImageError
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.policy.engine import StepInput
+from services.policy.service import InvalidRequest, RobotStep
 from w2a_models.base_policy import PolicySpec
-
-
-class InvalidRequest(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 MAX_PIXELS = 4096 * 4096
@@ -47,52 +43,39 @@ def decode_image(image: pb.Image, expected_hw: tuple[int, int], field: str) -> n
     raise InvalidRequest(field, "encoding must be RAW, JPEG or PNG")
 
 
-def parse_request(req: pb.ActRequest, spec: PolicySpec, max_instruction_chars: int) -> StepInput:
-    if not req.robot_id:
-        raise InvalidRequest("robot_id", "must not be empty")
-    instruction = req.instruction.strip()
-    if not instruction:
-        raise InvalidRequest("instruction", "must not be empty")
-    if len(req.instruction) > max_instruction_chars:
-        raise InvalidRequest("instruction", f"longer than {max_instruction_chars} characters")
-    if len(req.skill) > max_instruction_chars:
-        raise InvalidRequest("skill", f"longer than {max_instruction_chars} characters")
-    obs = req.observation
-    state = np.asarray(obs.state, dtype=np.float32)
-    if state.shape != (spec.state_dim,):
-        raise InvalidRequest("observation.state", f"has {state.size} values, expected {spec.state_dim}")
-    if not np.all(np.isfinite(state)):
-        raise InvalidRequest("observation.state", "contains NaN or Inf")
+def parse_request(req: pb.ActRequest, spec: PolicySpec, received: float) -> RobotStep:
+    """An ActRequest as a step (``received``: when the transport had it, for the latency metric)."""
     by_camera = {}
-    for i, image in enumerate(obs.images):
+    for i, image in enumerate(req.observation.images):
         if image.camera in by_camera:
             raise InvalidRequest(f"observation.images[{i}].camera", f"{image.camera!r} given twice")
         by_camera[image.camera] = (i, image)
     images, sent = {}, {}
     for cam in spec.cameras:
         if cam.name not in by_camera:
-            if len(spec.cameras) == 1 and len(obs.images) == 1 and not obs.images[0].camera:
-                by_camera[cam.name] = (0, obs.images[0])  # a single unnamed image is the camera
+            if len(spec.cameras) == 1 and len(req.observation.images) == 1 and not req.observation.images[0].camera:
+                by_camera[cam.name] = (0, req.observation.images[0])  # a single unnamed image is the camera
             else:
                 raise InvalidRequest("observation.images", f"missing camera {cam.name!r}")
         i, image = by_camera[cam.name]
         images[cam.name] = decode_image(image, (cam.height, cam.width), f"observation.images[{i}]")
         if image.encoding != pb.IMAGE_ENCODING_RAW:  # validated by the decode: log it as it came
             sent[cam.name] = (LOGGED_ENCODINGS[image.encoding], image.data)
-    # The base sees the task instruction only (that is what it was trained on); the current
-    # skill is logged with the step for the trainer.
-    return StepInput(images=images, state=state, instruction=instruction, base_only=req.base_only,
-                     sent=sent)
+    return RobotStep(robot_id=req.robot_id, episode_id=req.episode_id, step=req.step, instruction=req.instruction,
+                     images=images, state=np.asarray(req.observation.state, dtype=np.float32), skill=req.skill,
+                     session_id=req.session_id, base_only=req.base_only, evaluation=req.evaluation,
+                     client_time=req.client_time, sent=sent, oracle=parse_oracle(req, spec), received=received)
 
 
-def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict | None:
-    """The simulator's oracle as a rollout-record field, or None when the robot sent none.
+def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict[str, np.ndarray]:
+    """The simulator's oracle as ``StepRecord`` fields (``expert_actions`` [M, A], ``expert_future``
+    [M + 1, H, W, 3]); empty when the robot sent none.
 
     Never used for acting; logged for the trainer's oracle modes (see ``SimOracle`` in the proto)."""
     if not req.HasField("oracle"):
-        return None
+        return {}
     oracle = req.oracle
-    out: dict = {}
+    out: dict[str, np.ndarray] = {}
     if oracle.expert_actions:
         actions = np.asarray(oracle.expert_actions, dtype=np.float32)
         if actions.size != spec.chunk_size * spec.action_dim:
@@ -100,7 +83,7 @@ def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict | None:
                                  f"{spec.chunk_size} x {spec.action_dim}")
         if not np.all(np.isfinite(actions)):
             raise InvalidRequest("oracle.expert_actions", "contains NaN or Inf")
-        out["expert_actions"] = actions.tobytes()
+        out["expert_actions"] = actions.reshape(spec.chunk_size, spec.action_dim)
     if oracle.future_frames:
         first = oracle.future_frames[0]
         hw = (first.height, first.width)
@@ -109,6 +92,5 @@ def parse_oracle(req: pb.ActRequest, spec: PolicySpec) -> dict | None:
         if len(frames) != spec.chunk_size + 1:
             raise InvalidRequest("oracle.future_frames", f"has {len(frames)} frames, expected "
                                  f"chunk size + 1 = {spec.chunk_size + 1}")
-        video = np.stack(frames)
-        out["future"] = {"shape": list(video.shape), "data": video.tobytes()}
-    return out or None
+        out["expert_future"] = np.stack(frames)
+    return out

@@ -28,8 +28,7 @@ import msgpack
 import numpy as np
 from PIL import Image as PILImage
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.policy.client import image_proto
+from services.policy.service import BaseUnavailable, InvalidRequest, PolicyService, RobotStep
 
 log = logging.getLogger(__name__)
 NUMERIC_KINDS = set("biuf")
@@ -91,24 +90,13 @@ def to_hwc_uint8(image: np.ndarray, size: tuple[int, int], key: str) -> np.ndarr
     return image
 
 
-class _Aborted(Exception):
-    def __init__(self, code, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-class _Context:
-    """The slice of a gRPC servicer context that ``PolicyServicer._act_one`` uses."""
-
-    async def abort(self, code, details: str):
-        raise _Aborted(code, details)
-
-
 class OpenpiEndpoint:
-    def __init__(self, servicer, settings) -> None:
-        self.servicer = servicer  # a PolicyServicer that serves acting
+    """Websocket adapter of ``PolicyService``: msgpack-numpy frames in, action dicts out."""
+
+    def __init__(self, service: PolicyService, settings) -> None:
+        self.service = service
         self.settings = settings
-        spec = servicer.base.spec
+        spec = service.base.spec
         self.cameras = {c.name: (c.height, c.width) for c in spec.cameras}
         self.server = None
         self.port: int | None = None
@@ -118,13 +106,13 @@ class OpenpiEndpoint:
     # -- connection handling -------------------------------------------------------------------
 
     def metadata(self) -> dict:
-        spec = self.servicer.base.spec
+        spec = self.service.base.spec
         return {"server": "w2a", "base_policy": spec.name, "action_dim": spec.action_dim,
                 "action_horizon": spec.chunk_size, "state_dim": spec.state_dim,
                 "cameras": {k: list(v) for k, v in self.cameras.items()},
                 "image_keys": dict(self.settings.openpi_image_keys),
                 "state_key": self.settings.openpi_state_key, "prompt_key": self.settings.openpi_prompt_key,
-                "residual_version": self.servicer.engine.slot.version}
+                "residual_version": self.service.engine.slot.version}
 
     def _authorised(self, headers) -> bool:
         if not self.settings.auth_enabled:
@@ -174,23 +162,24 @@ class OpenpiEndpoint:
                 raise OpenpiRequestError(f"frame is not msgpack-numpy ({type(exc).__name__})") from None
             if not isinstance(obs, dict):
                 raise OpenpiRequestError("observation must be a map")
-            request = self.to_request(obs, conn_id, next(step))
-            response = await self.servicer._act_one(request, _Context(), "openpi")
+            robot_step = self.to_step(obs, conn_id, next(step), started)
+            if robot_step is None:
+                return packb({"episode_ended": True})
+            out = await self.service.act(robot_step, "openpi")
         except OpenpiRequestError as exc:
             return f"invalid observation: {exc}"
-        except _Aborted as exc:
-            return f"{exc.code.name}: {exc.details}"
-        if response.episode_ended:
-            return packb({"episode_ended": True})
-        shape = (response.chunk_size, response.action_dim)
-        as_array = lambda values: np.asarray(values, np.float32).reshape(shape)  # noqa: E731
-        return packb({"actions": as_array(response.actions), "base_actions": as_array(response.base_actions),
-                      "residual_actions": as_array(response.residual_actions),
-                      "policy_version": int(response.policy_version), "fallback": bool(response.fallback),
+        except InvalidRequest as exc:
+            return f"INVALID_ARGUMENT: {exc}"
+        except BaseUnavailable as exc:
+            return f"UNAVAILABLE: base policy unavailable: {exc}"
+        return packb({"actions": out.final.astype(np.float32), "base_actions": out.base.astype(np.float32),
+                      "residual_actions": out.residual.astype(np.float32),
+                      "policy_version": int(out.version), "fallback": bool(out.fallback),
                       "server_timing": {"infer_ms": (time.perf_counter() - started) * 1e3,
-                                        "server_ms": response.timings.server_ms}})
+                                        "server_ms": out.server_ms}})
 
-    def to_request(self, obs: dict, conn_id: int, step: int) -> pb.ActRequest:
+    def to_step(self, obs: dict, conn_id: int, step: int, received: float) -> RobotStep | None:
+        """An openpi observation as a step; an ``episode_end`` frame ends the episode (None)."""
         s = self.settings
 
         def text(key: str, default: str = "") -> str:
@@ -204,26 +193,26 @@ class OpenpiEndpoint:
         robot_id = text("robot_id", f"openpi-{conn_id}") or f"openpi-{conn_id}"
         episode_id = text("episode_id", f"conn-{conn_id}")
         if obs.get("episode_end"):
-            return pb.ActRequest(robot_id=robot_id, episode_id=episode_id, step=int(obs.get("step", step)),
-                                 episode_end=True, success=bool(obs.get("success", False)),
-                                 client_time=time.time())
-        images = []
+            self.service.end_episode(robot_id, episode_id, int(obs.get("step", step)),
+                                     bool(obs.get("success", False)), evaluation=bool(obs.get("evaluation", False)))
+            return None
+        images = {}
         for key, camera in s.openpi_image_keys.items():
             if key not in obs:
                 raise OpenpiRequestError(f"missing image key {key!r} (W2A_POLICY_OPENPI_IMAGE_KEYS)")
             if camera not in self.cameras:
                 raise OpenpiRequestError(f"image key {key!r} maps to unknown camera {camera!r}")
-            images.append(image_proto(to_hwc_uint8(obs[key], self.cameras[camera], key), camera))
+            images[camera] = to_hwc_uint8(obs[key], self.cameras[camera], key)
         if s.openpi_state_key not in obs:
             raise OpenpiRequestError(f"missing state key {s.openpi_state_key!r} (W2A_POLICY_OPENPI_STATE_KEY)")
         state = np.asarray(obs[s.openpi_state_key])
         if state.dtype.kind not in NUMERIC_KINDS:
             raise OpenpiRequestError(f"{s.openpi_state_key}: must be numeric")
-        return pb.ActRequest(
-            robot_id=robot_id, episode_id=episode_id, step=int(obs.get("step", step)),
-            observation=pb.Observation(images=images, state=state.astype(np.float32).ravel().tolist()),
-            instruction=text(s.openpi_prompt_key), skill=text("skill"), client_time=time.time(),
-            base_only=bool(obs.get("base_only", False)), evaluation=bool(obs.get("evaluation", False)))
+        return RobotStep(robot_id=robot_id, episode_id=episode_id, step=int(obs.get("step", step)),
+                         instruction=text(s.openpi_prompt_key), images=images,
+                         state=state.astype(np.float32).ravel(), skill=text("skill"), client_time=time.time(),
+                         base_only=bool(obs.get("base_only", False)), evaluation=bool(obs.get("evaluation", False)),
+                         received=received)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -19,14 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
-from services.common.rollout_log import RolloutLogger, logged_image_entry
+from services.common.rollout_log import RolloutLogger
 from services.policy.auth import Authenticator, Role
-from services.policy.engine import BatchConfig, PolicyEngine, StepInput, StepOutput
+from services.policy.engine import BatchConfig, PolicyEngine
 from services.policy.metrics import PolicyMetrics
 from services.policy.reflection import enable_reflection
-from services.policy.observation import InvalidRequest, parse_oracle, parse_request
+from services.policy.observation import parse_request
 from services.policy.safety import SafetyConfig
-from services.policy.sessions import SessionTable
+from services.policy.service import InvalidRequest, PolicyService
 from services.policy.settings import PolicySettings
 from services.policy.weights import ResidualShape, ResidualStore, WeightRejected
 from w2a_models.base_policy import BasePolicy, BaseUnavailable
@@ -49,61 +49,55 @@ def _floats(array: np.ndarray) -> list[float]:
 
 
 class PolicyServicer(pb_grpc.PolicyServiceServicer):
-    def __init__(self, settings: PolicySettings, base: BasePolicy, engine: PolicyEngine,
-                 store: ResidualStore, auth: Authenticator, metrics: PolicyMetrics,
-                 rollouts: RolloutLogger | None, serves_acting: bool = True,
+    """gRPC adapter: acting goes to the shared ``PolicyService``; weights, info and rollback here."""
+
+    def __init__(self, settings: PolicySettings, service: PolicyService, store: ResidualStore,
+                 auth: Authenticator, swap_lock: asyncio.Lock, serves_acting: bool = True,
                  serves_weights: bool = True) -> None:
         self.settings = settings
         self.serves_acting, self.serves_weights = serves_acting, serves_weights
-        self.base = base
-        self.engine = engine
+        self.service = service
+        self.base, self.engine, self.metrics = service.base, service.engine, service.metrics
         self.store = store
         self.auth = auth
-        self.metrics = metrics
-        self.rollouts = rollouts
-        self.sessions = SessionTable(settings.smooth_steps)
-        self._swap_lock = asyncio.Lock()
+        self._swap_lock = swap_lock  # one for both ports: pushes and rollbacks never interleave
 
     # -- acting --------------------------------------------------------------------------------
 
     async def _act_one(self, request: pb.ActRequest, context, method: str) -> pb.ActResponse:
+        """The gRPC adapter of ``PolicyService.act``: wire -> step, domain errors -> status codes."""
         received = time.perf_counter()
         size = request.ByteSize()
-        if size > self.settings.max_message_bytes:
-            await self._reject(context, f"request: {size} bytes, over the {self.settings.max_message_bytes}"
-                                        "-byte limit (W2A_POLICY_MAX_MESSAGE_BYTES)")
-        if request.episode_end:
-            if not request.robot_id:
-                await self._reject(context, "robot_id: must not be empty")
-            self._log_episode_end(request)
-            self.sessions.end(request.robot_id)
-            return pb.ActResponse(step=request.step, episode_ended=True)
         try:
-            step = parse_request(request, self.base.spec, self.settings.max_instruction_chars)
-            oracle = parse_oracle(request, self.base.spec)
+            if size > self.settings.max_message_bytes:
+                self.metrics.rejected.labels("INVALID_ARGUMENT").inc()
+                raise InvalidRequest("request", f"{size} bytes, over the {self.settings.max_message_bytes}"
+                                                "-byte limit (W2A_POLICY_MAX_MESSAGE_BYTES)")
+            if request.episode_end:
+                self.service.end_episode(request.robot_id, request.episode_id, request.step, request.success,
+                                         request.session_id, request.evaluation)
+                return pb.ActResponse(step=request.step, episode_ended=True)
+            try:
+                step = parse_request(request, self.base.spec, received)
+            except InvalidRequest:
+                self.metrics.rejected.labels("INVALID_ARGUMENT").inc()
+                raise
+            out = await self.service.act(step, method)
         except InvalidRequest as exc:
-            await self._reject(context, str(exc))
-        try:
-            out = await self.engine.act(step)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except BaseUnavailable as exc:  # a remote base is down or slow: say so, never make up an action
-            self.metrics.rejected.labels("UNAVAILABLE").inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"base policy unavailable: {exc}")
-        out.final = self.sessions.apply(request.robot_id, request.episode_id, out.final)
         spec = self.base.spec
-        server_ms = (time.perf_counter() - received) * 1e3
-        self.metrics.latency.labels(method).observe(server_ms / 1e3)
-        response = pb.ActResponse(
+        return pb.ActResponse(
             chunk_size=spec.chunk_size, action_dim=spec.action_dim,
             actions=_floats(out.final), base_actions=_floats(out.base),
             residual_actions=_floats(out.residual), policy_version=out.version,
             fallback=out.fallback, fallback_reason=out.fallback_reason,
             timings=pb.Timings(queue_ms=out.queue_ms, base_ms=out.base_ms,
-                               residual_ms=out.residual_ms, server_ms=server_ms,
+                               residual_ms=out.residual_ms, server_ms=out.server_ms,
                                batch_size=out.batch_size),
             step=request.step, base_only=request.base_only,
         )
-        self._log_step(request, step, out, server_ms, oracle)
-        return response
 
     async def _reject(self, context, message: str) -> None:
         self.metrics.rejected.labels("INVALID_ARGUMENT").inc()
@@ -207,42 +201,6 @@ class PolicyServicer(pb_grpc.PolicyServiceServicer):
         log.info("rolled back to residual v%d (was v%d)", slot.version, previous)
         return pb.RollbackResult(version=slot.version, previous_version=previous)
 
-    # -- rollout records -----------------------------------------------------------------------
-
-    def _log_step(self, req: pb.ActRequest, step: StepInput, out: StepOutput, server_ms: float,
-                  oracle: dict | None = None) -> None:
-        if self.rollouts is None:
-            return
-        # Arrays go in as raw bytes (shapes beside them): msgpack packs bytes far faster than it
-        # calls back into Python for numpy arrays, and the logger packs on this thread.
-        record = {
-            "kind": "step", "id": f"{req.robot_id}/{req.episode_id}/{req.step}",
-            "robot_id": req.robot_id, "session_id": req.session_id, "episode_id": req.episode_id,
-            "step": req.step, "instruction": req.instruction, "skill": req.skill,
-            "base_only": req.base_only, "evaluation": req.evaluation,
-            "policy_version": out.version, "fallback": out.fallback,
-            "state": step.state.tobytes(), "chunk": list(out.final.shape),
-            "base": out.base.tobytes(), "residual": out.residual.tobytes(),
-            "final": out.final.tobytes(),
-            # the trainer recomputes the residual from these with its current weights (Stage 2)
-            "features": None if out.features is None else out.features.tobytes(),
-            "client_time": req.client_time, "server_time": time.time(), "server_ms": server_ms,
-        }
-        if self.settings.log_images:  # see services.common.rollout_log.logged_image
-            record["images"] = {name: logged_image_entry(img, step.sent.get(name))
-                                for name, img in step.images.items()}
-        if oracle is not None:  # simulation only; read by the trainer's oracle modes alone
-            record["oracle"] = oracle
-        self.rollouts.log(record)
-
-    def _log_episode_end(self, req: pb.ActRequest) -> None:
-        if self.rollouts is None:
-            return
-        self.rollouts.log({"kind": "episode_end", "id": f"{req.robot_id}/{req.episode_id}/end",
-                           "robot_id": req.robot_id, "session_id": req.session_id,
-                           "episode_id": req.episode_id, "step": req.step, "success": req.success,
-                           "evaluation": req.evaluation, "server_time": time.time()})
-
 
 class PolicyServer:
     """Owns the grpc.aio server, the engine, the rollout logger and the metrics endpoint."""
@@ -271,6 +229,8 @@ class PolicyServer:
         self.rollouts = rollouts
         if rollouts is not None:
             rollouts.on_change = self.metrics.on_logger
+        self.service = PolicyService(settings, base, self.engine, self.metrics, rollouts)
+        self._swap_lock = asyncio.Lock()
         self.auth = Authenticator(settings.auth_enabled, settings.robot_tokens, settings.trainer_token,
                                   rejected=self.metrics.rejected)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -285,8 +245,8 @@ class PolicyServer:
     def _grpc_server(self, options, port: int, acting: bool, weights: bool) -> tuple[grpc.aio.Server, int]:
         s = self.settings
         server = grpc.aio.server(options=options)
-        servicer = PolicyServicer(s, self.base, self.engine, self.store, self.auth, self.metrics,
-                                  self.rollouts, serves_acting=acting, serves_weights=weights)
+        servicer = PolicyServicer(s, self.service, self.store, self.auth, self._swap_lock,
+                                  serves_acting=acting, serves_weights=weights)
         pb_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         if acting:
             self.servicer = servicer
@@ -319,7 +279,7 @@ class PolicyServer:
         if s.openpi_port is not None:
             from services.policy.openpi_endpoint import OpenpiEndpoint
 
-            self.openpi = OpenpiEndpoint(self.servicer, s)
+            self.openpi = OpenpiEndpoint(self.service, s)
             await self.openpi.start(s.host, s.openpi_port)
         for name in ("", SERVICE_NAME):
             await _maybe_await(self.health.set(name, health_pb2.HealthCheckResponse.SERVING))

@@ -81,6 +81,11 @@ class WaypointExpert:
     def done(self) -> bool:
         return self.index >= len(self.waypoints)
 
+    @property
+    def fine(self) -> bool:
+        """Heading for a waypoint that must be hit closely (a grasp, a release)."""
+        return not self.done and self.waypoints[self.index].tolerance < 0.02
+
     def act(self, eef: np.ndarray) -> np.ndarray:
         if self.done:
             return np.array([0, 0, 0, 0, 0, 0, self.waypoints[-1].gripper], dtype=np.float32)
@@ -152,19 +157,49 @@ def expert_for(sim) -> WaypointExpert:
     return WaypointExpert(waypoints)
 
 
-def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True) -> Episode:
+@dataclass(frozen=True)
+class ActionNoise:
+    """Perturbed execution for behaviour-cloning data (DART, Laskey et al. 2017): every ``every``
+    steps a new offset ~ N(0, ``std``²) is added to the expert's xyz command and held, so a demo
+    wanders off the expert's path and the closed-loop expert brings it back. A base cloned from
+    noise-free demos leaves that thin tube within one chunk and never recovers (0/10 on every
+    LIBERO task, docs/libero.md). The episode records the executed action (what the frames show,
+    as the world model needs); the offsets are zero-mean, so regression still learns the expert."""
+
+    std: float = 0.0  # action units (1 ≈ the OSC's full step); 0 = off
+    every: int = 8  # steps an offset is held (one action chunk)
+    coarse_only: bool = True  # no noise on fine waypoints (grasp, close, release: tolerance < 2 cm)
+
+    def offsets(self, seed: int):
+        """An endless stream of 7-d offsets for the episode of ``seed`` (reproducible)."""
+        rng = np.random.default_rng([seed, 0x5EED])
+        while True:
+            offset = np.zeros(7, np.float32)
+            offset[:3] = rng.normal(0.0, self.std, 3)
+            for _ in range(self.every):
+                yield offset
+
+
+def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True,
+                   noise: ActionNoise = ActionNoise()) -> Episode:
     """One expert episode in the episode format: a frame, the state and the action of every
     policy step, stopping ``settle_steps`` after the first success (or at the step limit)."""
     sim.reset(seed)
     expert = expert_for(sim)
+    offsets = noise.offsets(seed) if noise.std > 0 else None
     frames, actions, states = [], [], []
     success_at: int | None = None
     while sim.steps < sim.config.step_limit:
         if render:
             frames.append(sim.render())
         states.append(sim.state)
-        actions.append(expert.act(np.asarray(sim.obs["robot0_eef_pos"])))
-        step = sim.step(actions[-1])
+        action = expert.act(np.asarray(sim.obs["robot0_eef_pos"]))
+        if offsets is not None:
+            offset = next(offsets)
+            if not (noise.coarse_only and expert.fine):
+                action = np.clip(action + offset, -1.0, 1.0)
+        actions.append(action)
+        step = sim.step(action)
         if step.success and success_at is None:
             success_at = len(actions)
         if success_at is not None and len(actions) >= success_at + settle_steps:
@@ -179,9 +214,9 @@ def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True) -
 
 
 def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, noise: ActionNoise = ActionNoise()) -> dict:
     """Expert demos of one LIBERO task on sampled placements ``seed, seed + 1, …`` (never the
-    official init states: those are the evaluation's)."""
+    official init states: those are the evaluation's); ``noise``: perturbed execution."""
     from tqdm import tqdm
 
     from services.robot_sim.libero_env import LiberoSim
@@ -196,7 +231,7 @@ def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: boo
                                         disable=not progress) as bar:
         report["task"] = sim.task_name
         while report["saved"] < episodes and report["attempted"] < episodes * 3:
-            episode = expert_episode(sim, seed + report["attempted"])
+            episode = expert_episode(sim, seed + report["attempted"], noise=noise)
             report["attempted"] += 1
             if not episode.success:
                 report["failures"] += 1

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.robot_sim.collect import instruction_for
-from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
+from services.robot_sim.simulator import Simulator
 from w2a_models.base_policy import BasePolicy, ObservationBatch
+
 
 @dataclass(frozen=True)
 class LocalEpisode:
@@ -24,22 +24,22 @@ class LocalEpisode:
     steps: int
 
 
-def run_local_episodes(policy: BasePolicy, sim_config: SimConfig, seeds: list[int]) -> list[LocalEpisode]:
-    """One episode per seed, the base policy alone."""
+def run_local_episodes(policy: BasePolicy, sim: Simulator, seeds: list[int], max_steps: int) -> list[LocalEpisode]:
+    """One episode per seed on an open simulator (Meta-World or LIBERO), the base policy alone;
+    an episode ends at success, the simulator's own truncation, or ``max_steps`` policy steps."""
     camera = policy.spec.cameras[0].name
-    instruction = instruction_for(sim_config.task)
     out = []
-    with MetaWorldSim(sim_config) as sim:
-        for seed in seeds:
-            sim.reset(seed)
-            steps, success = 0, False
-            while steps < sim_config.max_steps and not success:
-                batch = ObservationBatch({camera: sim.render()[None]}, sim.state[None], [instruction])
-                for action in policy.predict(batch).actions[0]:
-                    step = sim.step(np.clip(action, -1.0, 1.0))
-                    steps += 1
-                    success = step.success
-                    if success or step.truncated or steps >= sim_config.max_steps:
-                        break
-            out.append(LocalEpisode(seed, success, steps))
+    for seed in seeds:
+        sim.reset(seed)
+        steps, success, ended = 0, False, False
+        while not ended:
+            batch = ObservationBatch({camera: sim.render()[None]}, sim.state[None], [sim.instruction])
+            for action in policy.predict(batch).actions[0]:
+                step = sim.step(np.clip(action, -1.0, 1.0))
+                steps += 1
+                success = step.success
+                ended = success or step.truncated or steps >= max_steps
+                if ended:
+                    break
+        out.append(LocalEpisode(seed, success, steps))
     return out

@@ -35,7 +35,8 @@ import torch
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
 from services.trainer.replay import ReplayBuffer
 from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
-from services.trainer.stage2 import (Stage2Config, StepSample, TrainerMode, decode_step,
+from services.common.rollout_record import Record, StepRecord, decode_record
+from services.trainer.stage2 import (ORACLE_MODES, Stage2Config, StepSample, TrainerMode, decode_step,
                                      expert_residual_loss, freeze, stage2_loss)
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
@@ -216,17 +217,16 @@ class ResidualTrainer:
         if self.metrics is not None and n:
             self.metrics.consumed.labels(kind).inc(n)
 
-    def _note_episode(self, entry: Entry) -> None:
-        rec = entry.record
-        key = f"{rec.get('robot_id')}/{rec.get('episode_id')}"
-        if rec.get("kind") == "step":
-            self._episode_version[key] = int(rec.get("policy_version") or 0)
+    def _note_episode(self, record: Record) -> None:
+        key = record.episode
+        if isinstance(record, StepRecord):
+            self._episode_version[key] = record.policy_version
             self._episode_version.move_to_end(key)
             while len(self._episode_version) > 10_000:
                 self._episode_version.popitem(last=False)
-        elif rec.get("kind") == "episode_end" and self.metrics is not None:
+        elif self.metrics is not None:
             version = self._episode_version.pop(key, 0)
-            self.metrics.episodes.labels(str(version), str(bool(rec.get("success"))).lower()).inc()
+            self.metrics.episodes.labels(str(version), str(record.success).lower()).inc()
 
     def ingest(self, entries: list[Entry]) -> None:
         """Sort read entries: already applied → ack; not trainable → ack; samples → buffer."""
@@ -238,16 +238,17 @@ class ResidualTrainer:
                 continue
             if entry.id in self._held or entry.id in self._applied or entry.id in self._to_ack:
                 continue  # our own entry, handed back by XAUTOCLAIM while we still hold it
-            self._note_episode(entry)
             try:
-                sample = decode_step(entry.id, entry.record, self.config.camera, self.config.mode)
-            except (KeyError, TypeError, ValueError) as exc:
-                self.stream.dead_letter(entry, f"malformed step: {type(exc).__name__}: {exc}")
+                record = decode_record(entry.record, oracle=self.config.mode in ORACLE_MODES)
+                sample = decode_step(entry.id, record, self.config.camera, self.config.mode)
+            except (KeyError, TypeError, ValueError) as exc:  # RecordError is a ValueError
+                self.stream.dead_letter(entry, f"malformed record: {type(exc).__name__}: {exc}")
                 self._count("malformed")
                 continue
+            self._note_episode(record)
             if sample is None:  # episode markers, base-only and fallback steps: nothing to learn
                 done.append(entry.id)
-                self._count(entry.record.get("kind") or "other")
+                self._count(record.kind)
                 continue
             problem = self._fits(sample)
             if problem:

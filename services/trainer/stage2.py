@@ -11,12 +11,13 @@ near zero where the contrastive signal is weak, the same role the paper's bounde
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 from services.common.rollout_log import logged_image
+from services.common.rollout_record import Record, StepRecord
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.losses import info_nce
 from w2a_models.residual import ResidualPolicy
@@ -57,43 +58,34 @@ class StepSample:
     future: np.ndarray | None = None  # uint8 [M+1, H, W, 3] the expert's future, rendered
 
 
-def decode_step(entry_id: str, record: dict[str, Any], camera: str,
+def decode_step(entry_id: str, record: Record, camera: str,
                 mode: TrainerMode = "world_model") -> StepSample | None:
-    """A logged step -> training sample; None for markers, base-only, evaluation and fallback steps.
+    """A decoded record -> training sample; None for markers, base-only, evaluation and fallback
+    steps (``StepRecord.trainable``) and steps without the camera.
 
     ``camera`` names the image the world model sees; empty = the record's only image. The
-    record's ``oracle`` field is read in an oracle mode only (and a step without the field the
-    mode needs is skipped); in ``world_model`` mode it is never looked at."""
-    if record.get("kind") != "step" or record.get("base_only") or record.get("fallback") \
-            or record.get("evaluation"):
+    record's oracle is read in an oracle mode only (and a step without the part the mode needs
+    is skipped); in ``world_model`` mode it is never looked at."""
+    if not isinstance(record, StepRecord) or not record.trainable:
         return None
-    images = record.get("images") or {}
+    images = record.images
     if not camera and len(images) == 1:  # no camera configured: the record's only one
         camera = next(iter(images))
-    if "features" not in record or camera not in images:
+    if camera not in images:
         return None
-    chunk = tuple(record["chunk"])
-    image = images[camera]
     expert = future = None
-    if mode in ORACLE_MODES:
-        oracle = record.get("oracle") or {}
-        if mode == "expert_corrected":
-            if "expert_actions" not in oracle:
-                return None
-            expert = np.frombuffer(oracle["expert_actions"], np.float32).reshape(chunk).copy()
-        else:
-            if "future" not in oracle:
-                return None
-            future = np.frombuffer(oracle["future"]["data"], np.uint8).reshape(oracle["future"]["shape"]).copy()
+    if mode == "expert_corrected":
+        if record.expert_actions is None:
+            return None
+        expert = record.expert_actions
+    elif mode in ORACLE_MODES:
+        if record.expert_future is None:
+            return None
+        future = record.expert_future
     return StepSample(
-        entry_id=entry_id,
-        features=np.frombuffer(record["features"], np.float32).copy(),
-        base=np.frombuffer(record["base"], np.float32).reshape(chunk).copy(),
-        frame=logged_image(image),
-        skill=record.get("skill") or record.get("instruction", ""),
-        episode=f"{record.get('robot_id')}/{record.get('episode_id')}",
-        policy_version=int(record.get("policy_version") or 0),
-        expert=expert, future=future,
+        entry_id=entry_id, features=record.features, base=record.base, frame=logged_image(images[camera]),
+        skill=record.skill or record.instruction, episode=record.episode,
+        policy_version=record.policy_version, expert=expert, future=future,
     )
 
 

@@ -7,15 +7,15 @@ import urllib.request
 
 import numpy as np
 import pytest
-import redis
 
 pytest.importorskip("openpi_client")
 from openpi_client.websocket_client_policy import WebsocketClientPolicy  # noqa: E402
 
+from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord  # noqa: E402
 from services.common.redis_server import EmbeddedRedis, free_port  # noqa: E402
-from services.common.rollout_log import STREAM_FIELD, RolloutLogger, unpack_record  # noqa: E402
+from services.common.rollout_log import RolloutLogger, logged_image  # noqa: E402
 from services.policy.server import PolicyServer  # noqa: E402
-from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings, tiny_base  # noqa: E402
+from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings, stream_records, tiny_base  # noqa: E402
 
 
 def _obs(seed=0, size=224, chw=False):
@@ -29,7 +29,7 @@ def _obs(seed=0, size=224, chw=False):
 def test_openpi_clients_act_concurrently_and_their_steps_are_logged(tmp_path):
     port = free_port()
     with EmbeddedRedis(tmp_path / "redis") as rds:
-        logger = RolloutLogger(rds.url, "w2a:rollouts", tmp_path / "spool")
+        logger = RolloutLogger(rds.url, ROLLOUT_STREAM, tmp_path / "spool")
         server = PolicyServer(settings(tmp_path / "p", log_rollouts=True, openpi_port=port), tiny_base(), logger)
         with ServerThread(server):
             assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
@@ -53,18 +53,17 @@ def test_openpi_clients_act_concurrently_and_their_steps_are_logged(tmp_path):
                 t.start()
             for t in threads:
                 t.join(60)
-        records = [unpack_record(f[STREAM_FIELD.encode()])
-                   for _, f in redis.Redis.from_url(rds.url).xrange("w2a:rollouts")]
+        records = stream_records(rds.url)
     assert not errors, errors
     for outs in results.values():
         for out in outs:
             assert out["actions"].shape == (4, 4) and out["actions"].dtype == np.float32
             np.testing.assert_allclose(out["actions"], out["base_actions"] + out["residual_actions"], atol=1e-5)
             assert out["policy_version"] == 0 and "infer_ms" in out["server_timing"]
-    steps = [r for r in records if r["kind"] == "step"]
-    assert len(steps) == 20 and {r["robot_id"] for r in steps} == {f"pi-{i}" for i in range(4)}
-    assert np.frombuffer(steps[0]["images"]["corner"]["data"], np.uint8).size == SIZE * SIZE * 3
-    assert sum(r["kind"] == "episode_end" for r in records) == 4
+    steps = [r for r in records if isinstance(r, StepRecord)]
+    assert len(steps) == 20 and {r.robot_id for r in steps} == {f"pi-{i}" for i in range(4)}
+    assert logged_image(steps[0].images["corner"]).shape == (SIZE, SIZE, 3)
+    assert sum(isinstance(r, EpisodeEnd) for r in records) == 4
 
 
 def test_bad_observations_get_clear_errors_and_the_connection_survives(tmp_path):

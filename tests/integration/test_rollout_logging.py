@@ -6,12 +6,13 @@ import numpy as np
 import redis
 
 from services.common.redis_server import EmbeddedRedis
-from services.common.rollout_log import STREAM_FIELD, RolloutLogger, unpack_record
+from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image, unpack_record
+from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
-from tests.policy_helpers import ROBOT, ServerThread, observation, settings, tiny_base
+from tests.policy_helpers import ROBOT, ServerThread, observation, settings, stream_records, tiny_base
 
-STREAM = "w2a:rollouts"
+STREAM = ROLLOUT_STREAM
 
 
 def _records(url):
@@ -28,7 +29,7 @@ def _wait_for(predicate, timeout=15.0):
     return False
 
 
-def _served_records(tmp_path, base, act) -> list[dict]:
+def _served_records(tmp_path, base, act) -> list:
     """``act(client)`` against a policy server that logs to a real Redis; the stream's records
     once the server has stopped (its stop flushes the logger's queue)."""
     with EmbeddedRedis(tmp_path / "redis") as rds:
@@ -36,7 +37,7 @@ def _served_records(tmp_path, base, act) -> list[dict]:
         with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
             with PolicyClient(srv.target, ROBOT) as client:
                 act(client)
-        return _records(rds.url)
+        return stream_records(rds.url, STREAM)
 
 
 def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
@@ -49,17 +50,17 @@ def test_served_steps_and_episode_end_reach_the_stream(tmp_path):
         client.end_episode("r1", "ep1", 12, success=True)
 
     records = _served_records(tmp_path, base, act)
-    steps = [r for r in records if r["kind"] == "step"]
-    assert [r["step"] for r in steps] == [0, 4, 8]
+    steps = [r for r in records if isinstance(r, StepRecord)]
+    assert [r.step for r in steps] == [0, 4, 8]
     first = steps[0]
-    assert first["robot_id"] == "r1" and first["skill"] == "push" and first["policy_version"] == 0
-    np.testing.assert_allclose(np.frombuffer(first["state"], np.float32), state)
-    final = np.frombuffer(first["final"], np.float32).reshape(first["chunk"])
-    assert final.shape == (4, 4)
-    features = np.frombuffer(first["features"], np.float32)
-    assert features.shape == (base.spec.feature_dim,) and np.isfinite(features).all()
-    assert np.frombuffer(first["images"]["corner"]["data"], np.uint8).size == 32 * 32 * 3
-    assert records[-1] == {**records[-1], "kind": "episode_end", "success": True, "episode_id": "ep1"}
+    assert first.robot_id == "r1" and first.skill == "push" and first.policy_version == 0
+    np.testing.assert_allclose(first.state, state)
+    assert first.final.shape == (4, 4) and first.final.dtype == np.float32
+    np.testing.assert_allclose(first.final, first.base + first.residual, atol=1e-5)
+    assert first.features.shape == (base.spec.feature_dim,) and np.isfinite(first.features).all()
+    assert logged_image(first.images["corner"]).shape == (32, 32, 3)
+    end = records[-1]
+    assert isinstance(end, EpisodeEnd) and end.success and end.episode == "r1/ep1"
 
 
 def test_redis_outage_spools_and_replays_in_order_exactly_once(tmp_path):
@@ -174,9 +175,9 @@ def test_compressed_frames_are_logged_as_sent_and_decoded_by_the_trainer(tmp_pat
         for step, encoding in enumerate(("raw", "jpeg", "png")):
             client.act("r1", images, state, "push the puck", episode_id="ep1", step=step, encoding=encoding)
 
-    steps = [r for r in _served_records(tmp_path, tiny_base(), act) if r["kind"] == "step"]
+    steps = [r for r in _served_records(tmp_path, tiny_base(), act) if isinstance(r, StepRecord)]
     sent = {enc: image_proto(images["corner"], "corner", enc).data for enc in ("jpeg", "png")}
-    raw, jpeg, png = (s["images"]["corner"] for s in steps)
+    raw, jpeg, png = (s.images["corner"] for s in steps)
     assert raw["encoding"] == "raw" and len(raw["data"]) == 32 * 32 * 3
     assert jpeg["encoding"] == "jpeg" and jpeg["data"] == sent["jpeg"] and len(jpeg["data"]) < len(raw["data"])
     assert png["encoding"] == "png" and png["data"] == sent["png"]
@@ -184,4 +185,4 @@ def test_compressed_frames_are_logged_as_sent_and_decoded_by_the_trainer(tmp_pat
         jpeg_frame = np.asarray(img.convert("RGB"))
     # PNG is lossless: the original frame; JPEG: what decoding the sent bytes gives
     for record, expected in zip(steps, (images["corner"], jpeg_frame, images["corner"])):
-        np.testing.assert_array_equal(decode_step(record["id"], record, "corner").frame, expected)
+        np.testing.assert_array_equal(decode_step(record.id, record, "corner").frame, expected)

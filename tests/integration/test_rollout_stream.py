@@ -8,6 +8,7 @@ import redis
 
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import STREAM_FIELD, pack_record
+from services.common.rollout_record import DEAD_LETTER_STREAM, ROLLOUT_STREAM
 from services.trainer.rollout_stream import AppliedLedger, RolloutStream, StreamConfig
 
 
@@ -18,7 +19,7 @@ def rds(tmp_path):
 
 
 def _publish(client, n, start=0):
-    return [client.xadd("w2a:rollouts", {STREAM_FIELD: pack_record({"i": i})}).decode()
+    return [client.xadd(ROLLOUT_STREAM, {STREAM_FIELD: pack_record({"i": i})}).decode()
             for i in range(start, start + n)]
 
 
@@ -37,7 +38,7 @@ def test_unacked_entries_come_back_after_a_crash_and_the_ledger_prevents_double_
     assert [e.record["i"] for e in to_apply] == [3, 4]
     restarted.ack(e.id for e in again)
     assert restarted.read(block_ms=10) == []
-    assert rds.xpending("w2a:rollouts", "trainer")["pending"] == 0
+    assert rds.xpending(ROLLOUT_STREAM, "trainer")["pending"] == 0
 
 
 def test_idle_entries_of_a_dead_consumer_are_claimed(rds):
@@ -53,13 +54,13 @@ def test_idle_entries_of_a_dead_consumer_are_claimed(rds):
 
 
 def test_poison_and_over_delivered_entries_go_to_the_dead_letter_stream(rds):
-    rds.xadd("w2a:rollouts", {STREAM_FIELD: b"\xc1not msgpack"})
+    rds.xadd(ROLLOUT_STREAM, {STREAM_FIELD: b"\xc1not msgpack"})
     good = _publish(rds, 1, start=7)[0]
     stream = RolloutStream(rds, StreamConfig(max_deliveries=2, claim_idle_ms=0, block_ms=10))
     stream.ensure_group()
     first = stream.read()
     assert [e.id for e in first] == [good]  # the poison entry went straight to the DLQ
-    dlq = rds.xrange("w2a:rollouts:dlq")
+    dlq = rds.xrange(DEAD_LETTER_STREAM)
     assert len(dlq) == 1 and dlq[0][1][b"reason"].startswith(b"undecodable")
     # never acked: re-delivered (claim_idle 0) until max_deliveries, then dead-lettered
     seen = 1
@@ -70,8 +71,8 @@ def test_poison_and_over_delivered_entries_go_to_the_dead_letter_stream(rds):
         seen += 1
         assert seen <= 3
     assert seen == 2
-    assert len(rds.xrange("w2a:rollouts:dlq")) == 2
-    assert rds.xpending("w2a:rollouts", "trainer")["pending"] == 0
+    assert len(rds.xrange(DEAD_LETTER_STREAM)) == 2
+    assert rds.xpending(ROLLOUT_STREAM, "trainer")["pending"] == 0
 
 
 def test_ledger_is_bounded_and_round_trips():
@@ -87,9 +88,9 @@ def test_group_lag_counts_undelivered_entries(rds):
     _publish(rds, 5)
     stream = RolloutStream(rds, StreamConfig(block_ms=10, batch=2))
     stream.ensure_group()
-    assert group_lag(rds, "w2a:rollouts", "trainer") == 5
+    assert group_lag(rds, ROLLOUT_STREAM, "trainer") == 5
     stream.read()
-    assert group_lag(rds, "w2a:rollouts", "trainer") == 3
-    assert group_lag(rds, "w2a:rollouts", "trainer", cap=2) == 2  # a large backlog reports the cap
+    assert group_lag(rds, ROLLOUT_STREAM, "trainer") == 3
+    assert group_lag(rds, ROLLOUT_STREAM, "trainer", cap=2) == 2  # a large backlog reports the cap
     stream.read(count=10)
-    assert group_lag(rds, "w2a:rollouts", "trainer") == 0
+    assert group_lag(rds, ROLLOUT_STREAM, "trainer") == 0

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import redis
 
+from services.common.rollout_record import ROLLOUT_STREAM
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import RolloutLogger
 from services.policy.client import PolicyClient
@@ -66,7 +67,7 @@ def test_the_policy_version_rises_while_a_robot_acts(world_model, tmp_path):
     base = tiny_base()
     adapters = _adapters(tmp_path / "adapters", world_model, base.spec.chunk_size)
     with EmbeddedRedis(tmp_path / "redis") as rds:
-        logger = RolloutLogger(rds.url, "w2a:rollouts", tmp_path / "spool")
+        logger = RolloutLogger(rds.url, ROLLOUT_STREAM, tmp_path / "spool")
         server = PolicyServer(settings(tmp_path / "policy", log_rollouts=True), base, logger)
         with ServerThread(server) as srv:
             stop, versions, errors = threading.Event(), [], []
@@ -100,7 +101,7 @@ def test_the_policy_version_rises_while_a_robot_acts(world_model, tmp_path):
         tensors, manifest = load_checkpoint(tmp_path / "trainer" / "checkpoint")
         assert manifest.config["updates"] >= 3 and manifest.config["applied_ids"]
         client = redis.Redis.from_url(rds.url)
-        pending = client.xpending("w2a:rollouts", "trainer")["pending"]
+        pending = client.xpending(ROLLOUT_STREAM, "trainer")["pending"]
         assert pending < 4  # at most the partial batch the trainer had not trained on yet
         client.close()
 

@@ -1,6 +1,7 @@
 """The Stage 2 consumer against a real redis-server: update → checkpoint → XACK order,
 crash recovery without double-applying, dead letters, WM failures, and never pushing NaN."""
 
+import dataclasses
 import json
 import threading
 
@@ -10,7 +11,8 @@ import redis
 import torch
 
 from services.common.redis_server import EmbeddedRedis
-from services.common.rollout_log import STREAM_FIELD, pack_record
+from services.common.rollout_log import STREAM_FIELD, logged_image_entry, pack_record
+from services.common.rollout_record import DEAD_LETTER_STREAM, ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
 from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig, TargetError
 from services.trainer.rollout_stream import RolloutStream, StreamConfig
@@ -29,18 +31,17 @@ def rds(tmp_path):
         client.close()
 
 
-def _step(i, skill="push the puck", chunk=CHUNK, features=FEATURES):
+def _step(i, skill="push the puck", chunk=CHUNK, features=FEATURES, **kw):
     rng = np.random.default_rng(i)
-    return {"kind": "step", "robot_id": "r0", "episode_id": f"e{i // 10}", "step": i, "skill": skill,
-            "base_only": False, "fallback": False, "policy_version": 0, "chunk": [chunk, 4],
-            "base": rng.standard_normal((chunk, 4)).astype(np.float32) * 0.3,
-            "features": rng.standard_normal(features).astype(np.float32),
-            "images": {"corner": {"shape": [8, 8, 3],
-                                  "data": rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)}}}
+    return StepRecord(robot_id="r0", episode_id=f"e{i // 10}", step=i, skill=skill,
+                      base=rng.standard_normal((chunk, 4)).astype(np.float32) * 0.3,
+                      features=rng.standard_normal(features).astype(np.float32),
+                      images={"corner": logged_image_entry(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))},
+                      **kw)
 
 
 def _publish(client, records):
-    return [client.xadd("w2a:rollouts", {STREAM_FIELD: pack_record(r)}).decode() for r in records]
+    return [client.xadd(ROLLOUT_STREAM, {STREAM_FIELD: pack_record(r.to_wire())}).decode() for r in records]
 
 
 def _adapters():
@@ -56,7 +57,7 @@ def _trainer(rds, out, targets=None, **kw):
 
 
 def _pending(rds):
-    return rds.xpending("w2a:rollouts", "trainer")["pending"]
+    return rds.xpending(ROLLOUT_STREAM, "trainer")["pending"]
 
 
 def test_entries_are_acked_only_after_the_checkpoint_holding_their_update(rds, tmp_path):
@@ -73,8 +74,7 @@ def test_entries_are_acked_only_after_the_checkpoint_holding_their_update(rds, t
 
 
 def test_markers_and_base_only_steps_are_acked_without_training(rds, tmp_path):
-    _publish(rds, [{"kind": "episode_end", "robot_id": "r0", "episode_id": "e0", "success": True},
-                   {**_step(1), "base_only": True}])
+    _publish(rds, [EpisodeEnd(robot_id="r0", episode_id="e0", success=True), _step(1, base_only=True)])
     trainer = _trainer(rds, tmp_path / "t")
     trainer.step()
     assert _pending(rds) == 0 and trainer.buffer == [] and trainer.updates == 0
@@ -124,7 +124,7 @@ def test_chunks_that_do_not_fit_go_to_the_dead_letter_stream(rds, tmp_path):
     trainer = _trainer(rds, tmp_path / "t")
     trainer.ingest(trainer.stream.read())
     assert len(trainer.buffer) == 1
-    dlq = rds.xrange("w2a:rollouts:dlq")
+    dlq = rds.xrange(DEAD_LETTER_STREAM)
     assert len(dlq) == 1 and b"does not fit" in dlq[0][1][b"reason"]
 
 
@@ -217,9 +217,8 @@ def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_mo
     records = []
     for i in range(40):
         record = _step(i)
-        expert = np.clip(record["base"], -1, 1) + 0.5  # the teacher always asks for +0.5
-        record["oracle"] = {"expert_actions": expert.astype(np.float32).tobytes()}
-        records.append(record)
+        expert = np.clip(record.base, -1, 1) + 0.5  # the teacher always asks for +0.5
+        records.append(dataclasses.replace(record, expert_actions=expert.astype(np.float32)))
     _publish(rds, records + [_step(99)])  # the last has no oracle: skipped in this mode, acked
     trainer = _trainer(rds, tmp_path / "t", targets=NoWorldModel(), mode="expert_corrected",
                        residual_scale=1.0, loss=Stage2Config(lr=1e-2))
@@ -228,8 +227,8 @@ def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_mo
     losses = [trainer.update(4)["loss"] for _ in range(10)]
     assert _pending(rds) == 0  # checkpointed, then acked, as in World2Act mode
     assert losses[-1] < 0.5 * losses[0]
-    features = torch.from_numpy(np.stack([r["features"] for r in records]))
-    base = torch.from_numpy(np.stack([r["base"] for r in records]))
+    features = torch.from_numpy(np.stack([r.features for r in records]))
+    base = torch.from_numpy(np.stack([r.base for r in records]))
     with torch.no_grad():
         assert float(trainer.residual(features, base).mean()) > 0.2  # from 0 toward +0.5
 
@@ -240,16 +239,15 @@ def test_replay_keeps_training_on_earlier_chunks(rds, tmp_path):
     from services.trainer.stage2 import Stage2Config
 
     def oracle(record, shift):
-        record["oracle"] = {"expert_actions": (np.clip(record["base"], -1, 1) + shift).astype(np.float32).tobytes()}
-        return record
+        return dataclasses.replace(record, expert_actions=(np.clip(record.base, -1, 1) + shift).astype(np.float32))
 
     first = [oracle(_step(i), +0.5) for i in range(4)]  # the first batch asks for +0.5
     later = [oracle(_step(100 + i), -0.5) for i in range(40)]  # everything after for -0.5
     errors = {}
     for replay_batch in (0, 8):
-        stream = f"w2a:rollouts:{replay_batch}"
+        stream = f"{ROLLOUT_STREAM}:{replay_batch}"
         for r in first + later:
-            rds.xadd(stream, {STREAM_FIELD: pack_record(r)})
+            rds.xadd(stream, {STREAM_FIELD: pack_record(r.to_wire())})
         rolls = RolloutStream(rds, StreamConfig(stream=stream, block_ms=10, claim_idle_ms=60_000))
         rolls.ensure_group()
         trainer = ResidualTrainer(rolls, TableTargets(1, DIM), _adapters(), tmp_path / f"t{replay_batch}",
@@ -260,8 +258,8 @@ def test_replay_keeps_training_on_earlier_chunks(rds, tmp_path):
         trainer.ingest(rolls.read(count=100))
         stats = [trainer.update(4) for _ in range(11)]
         assert stats[0]["replayed"] == 0 and stats[-1]["replayed"] == min(replay_batch, 40)
-        features = torch.from_numpy(np.stack([r["features"] for r in first]))
-        base = torch.from_numpy(np.stack([r["base"] for r in first]))
+        features = torch.from_numpy(np.stack([r.features for r in first]))
+        base = torch.from_numpy(np.stack([r.base for r in first]))
         with torch.no_grad():
             errors[replay_batch] = float((trainer.residual(features, base) - 0.5).abs().mean())
     assert errors[8] < 0.5 * errors[0], errors

@@ -14,7 +14,8 @@ import numpy as np
 import redis
 
 from services.common.redis_server import EmbeddedRedis, free_port
-from services.common.rollout_log import STREAM_FIELD, RolloutLogger, pack_record, unpack_record
+from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image_entry, pack_record, unpack_record
+from services.common.rollout_record import ROLLOUT_STREAM, StepRecord
 from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig
@@ -26,7 +27,7 @@ from tests.reliability.conftest import QUICK
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import save_module
 
-STREAM = "w2a:rollouts"
+STREAM = ROLLOUT_STREAM
 
 
 def _stream_records(url):
@@ -153,12 +154,11 @@ def test_trainer_kill_9_at_random_points_applies_every_entry_exactly_once(tmp_pa
     with EmbeddedRedis(tmp_path / "redis") as rds:
         client = redis.Redis.from_url(rds.url)
         for i in range(n):
-            client.xadd(STREAM, {STREAM_FIELD: pack_record({
-                "kind": "step", "id": f"r/e/{i}", "robot_id": "r", "episode_id": "e", "step": i,
-                "skill": f"skill {i % 3}", "chunk": [4, 4], "policy_version": 0,
-                "base": rng.standard_normal((4, 4)).astype(np.float32),
-                "features": rng.standard_normal(12).astype(np.float32),
-                "images": {"corner": {"shape": [8, 8, 3], "data": np.zeros((8, 8, 3), np.uint8)}}})})
+            client.xadd(STREAM, {STREAM_FIELD: pack_record(StepRecord(
+                robot_id="r", episode_id="e", step=i, skill=f"skill {i % 3}",
+                base=rng.standard_normal((4, 4)).astype(np.float32),
+                features=rng.standard_normal(12).astype(np.float32),
+                images={"corner": logged_image_entry(np.zeros((8, 8, 3), np.uint8))}).to_wire())})
         env = _trainer_env(tmp_path, rds.url, adapters_dir, W2A_TRAINER_TARGETS="table")
         kills = 0
         kill_rng = np.random.default_rng(1)
@@ -288,13 +288,12 @@ def test_world_model_down_then_back_the_trainer_backs_off_and_resumes(tmp_path, 
         rng = np.random.default_rng(0)
         n = 24
         for i in range(n):
-            client.xadd(STREAM, {STREAM_FIELD: pack_record({
-                "kind": "step", "id": f"r/e/{i}", "robot_id": "r", "episode_id": "e", "step": i,
-                "skill": "push the puck", "chunk": [4, 4], "policy_version": 0,
-                "base": rng.standard_normal((4, 4)).astype(np.float32),
-                "features": rng.standard_normal(12).astype(np.float32),
-                "images": {"corner": {"shape": [32, 32, 3],
-                                      "data": rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)}}})})
+            client.xadd(STREAM, {STREAM_FIELD: pack_record(StepRecord(
+                robot_id="r", episode_id="e", step=i, skill="push the puck",
+                base=rng.standard_normal((4, 4)).astype(np.float32),
+                features=rng.standard_normal(12).astype(np.float32),
+                images={"corner": logged_image_entry(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))}
+            ).to_wire())})
         wm = WorldModelClient(f"127.0.0.1:{ports.grpc}", timeout=20, retries=0)
         dim = wm.generate(np.zeros((32, 32, 3), np.uint8), "x", 5).features.shape[-1]
         stream = RolloutStream(redis.Redis.from_url(rds.url), StreamConfig(block_ms=50, batch=8))

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.rollout_log import pack_record, unpack_record
-from services.trainer.stage2 import Stage2Config, decode_step, freeze, stage2_loss
+from services.common.rollout_log import logged_image_entry, pack_record, unpack_record
+from services.common.rollout_record import StepRecord, decode_record
+from services.trainer.stage2 import ORACLE_MODES, Stage2Config, decode_step, freeze, stage2_loss
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.residual import ResidualConfig, ResidualPolicy
 
@@ -42,26 +43,33 @@ def test_needs_in_batch_negatives():
         stage2_loss(adapters, residual, features[:1], base[:1], video[:1])
 
 
+def _decode(entry_id, wire, camera, mode="world_model"):
+    """What the trainer does with a stream entry: typed record, then a sample (or None)."""
+    return decode_step(entry_id, decode_record(wire, oracle=mode in ORACLE_MODES), camera, mode)
+
+
 def test_decode_step_from_a_logged_record():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
-    record = {"kind": "step", "robot_id": "r", "episode_id": "e", "skill": "push the puck",
-              "base_only": False, "fallback": False, "chunk": [8, 4],
-              "base": rng.standard_normal((8, 4)).astype(np.float32),
-              "features": rng.standard_normal(10).astype(np.float32),
-              "images": {"corner": {"shape": [8, 8, 3], "data": frame}}}
-    sample = decode_step("1-0", unpack_record(pack_record(record)), "corner")
+    record = StepRecord(robot_id="r", episode_id="e", step=3, skill="push the puck",
+                        base=rng.standard_normal((8, 4)).astype(np.float32),
+                        features=rng.standard_normal(10).astype(np.float32),
+                        images={"corner": logged_image_entry(frame)})
+    wire = unpack_record(pack_record(record.to_wire()))
+    sample = _decode("1-0", wire, "corner")
     assert sample.skill == "push the puck" and sample.episode == "r/e"
     np.testing.assert_array_equal(sample.frame, frame)
-    np.testing.assert_allclose(sample.base, record["base"])
-    assert decode_step("2-0", {**record, "base_only": True}, "corner") is None
-    assert decode_step("3-0", {"kind": "episode_end"}, "corner") is None
+    np.testing.assert_allclose(sample.base, record.base)
+    assert _decode("2-0", {**wire, "base_only": True}, "corner") is None
+    assert _decode("3-0", {"kind": "episode_end"}, "corner") is None
+    assert _decode("4-0", wire, "wrist") is None  # not the world model's camera
 
 
 def test_evaluation_steps_are_never_training_samples():
-    record = {"kind": "step", "evaluation": True, "chunk": [8, 4], "features": b"", "base": b"",
-              "images": {"corner": {"shape": [1, 1, 3], "data": b"abc"}}}
-    assert decode_step("1-0", record, "corner") is None
+    record = StepRecord(robot_id="r", episode_id="e", step=0, evaluation=True, base=np.zeros((8, 4), np.float32),
+                        features=np.zeros(10, np.float32),
+                        images={"corner": logged_image_entry(np.zeros((1, 1, 3), np.uint8))})
+    assert _decode("1-0", record.to_wire(), "corner") is None
 
 
 class _Untouchable(dict):
@@ -74,6 +82,7 @@ class _Untouchable(dict):
 
 
 def _oracle_record(rng):
+    """A step record in the first wire format (bare float32 bytes), with the simulator's oracle."""
     expert = rng.standard_normal((8, 4)).astype(np.float32)
     future = rng.integers(0, 255, (9, 8, 8, 3), dtype=np.uint8)
     record = {"kind": "step", "robot_id": "r", "episode_id": "e", "skill": "push", "chunk": [8, 4],
@@ -88,18 +97,18 @@ def _oracle_record(rng):
 def test_the_oracle_is_never_read_outside_an_oracle_mode():
     record, expert, future = _oracle_record(np.random.default_rng(1))
     poisoned = {**record, "oracle": _Untouchable(record["oracle"])}
-    sample = decode_step("1-0", poisoned, "")  # world_model mode, the only camera
+    sample = _decode("1-0", poisoned, "")  # world_model mode, the only camera
     assert sample is not None and sample.expert is None and sample.future is None
     with pytest.raises(AssertionError, match="oracle was read"):
-        decode_step("1-0", poisoned, "", mode="expert_corrected")
-    s = decode_step("1-0", record, "", mode="expert_corrected")
+        _decode("1-0", poisoned, "", mode="expert_corrected")
+    s = _decode("1-0", record, "", mode="expert_corrected")
     np.testing.assert_array_equal(s.expert, expert)
-    s = decode_step("1-0", record, "", mode="real_future")
+    s = _decode("1-0", record, "", mode="real_future")
     np.testing.assert_array_equal(s.future, future)
     # an oracle mode skips steps that carry no oracle (robots without a teacher)
     bare = {k: v for k, v in record.items() if k != "oracle"}
-    assert decode_step("1-0", bare, "", mode="expert_corrected") is None
-    assert decode_step("1-0", bare, "", mode="real_future") is None
+    assert _decode("1-0", bare, "", mode="expert_corrected") is None
+    assert _decode("1-0", bare, "", mode="real_future") is None
 
 
 def test_expert_residual_loss_moves_the_residual_toward_the_expert_correction():
