@@ -9,9 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 SERVICES = [
+    ("Shared (every service)", "services.common.settings", "SharedSettings", "every w2a service and job"),
     ("Policy server", "services.policy.settings", "PolicySettings", "w2a serve policy"),
     ("Skill planner", "services.planner.settings", "PlannerSettings", "w2a serve planner"),
     ("Stage 2 trainer", "services.trainer.settings", "TrainerSettings", "w2a train-residual"),
+    ("World-model backend", "services.world_model.settings", "WorldModelSettings",
+     "the Triton world-model backend, when config.pbtxt leaves a parameter empty"),
 ]
 
 

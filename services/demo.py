@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from services.common.settings import settings_env
 from services.common.streams import ROLLOUT_STREAM
 from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
 from services.robot_sim.seeds import DEMO_SEEDS_START, EVAL_SEEDS_START, ROLLOUT_SEEDS_START
@@ -339,34 +340,40 @@ def _robot(p: DemoProfile, name: str, task: str, target: str, token: str, seeds,
                        camera=p.camera, action_repeat=p.action_repeat, **kw)
 
 
+def _world_model_env(features: str, sampling_steps: int) -> dict[str, str]:
+    from services.world_model.settings import WorldModelSettings
+
+    return settings_env(WorldModelSettings.model_validate({"features": features,
+                                                           "num_inference_steps": sampling_steps}))
+
+
 def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
     """A fresh policy server (residual v0) and trainer in the arm's mode, on-policy rollout
     rounds on rollout seeds while it learns and pushes, then the final checkpoint and push."""
     import redis
 
     from services.policy.client import PolicyClient
+    from services.policy.settings import PolicySettings
     from services.robot_sim.robot import result_dict, run_robots, split_seeds
+    from services.trainer.settings import TrainerSettings
 
     mode, oracle = ARM_MODES[arm]
     stream = f"{ROLLOUT_STREAM}:{arm}"
-    stack.restart_policy({"W2A_POLICY_ROLLOUT_STREAM": stream,
-                          "W2A_POLICY_RESIDUAL_MAX_NORM": str(p.residual_max_norm)},
-                         out / "stack" / f"policy_{arm}")
+    policy = PolicySettings.model_validate({
+        "rollout_stream": stream, "residual_max_norm": p.residual_max_norm,
+        "robot_tokens": [stack.config.robot_token], "trainer_token": stack.config.trainer_token})
+    stack.restart_policy(settings_env(policy), out / "stack" / f"policy_{arm}")
     trainer_out = out / f"trainer_{arm}"
     pooled = arm == "w2a_pooled_dit" and p.wm_features != "dit_pooled"
     adapters = out / ("stage1_pooled_dit" if pooled else "stage1_chunk") / "checkpoint"
-    stack.start_trainer(adapters, {
-        "W2A_TRAINER_WM_URL": stack.pooled_wm_url if pooled else stack.wm_url,
-        "W2A_TRAINER_BATCH_SIZE": str(p.trainer_batch), "W2A_TRAINER_PUSH_EVERY": str(p.push_every),
-        "W2A_TRAINER_MAX_WAIT_S": "2", "W2A_TRAINER_RESIDUAL_SCALE": str(p.residual_scale),
-        "W2A_TRAINER_LR": str(p.trainer_lr), "W2A_TRAINER_CONSUMER": f"demo-trainer-{arm}",
-        "W2A_TRAINER_STEPS_PER_BATCH": str(p.trainer_steps_per_batch),
-        "W2A_TRAINER_REPLAY_BATCH": str(p.trainer_replay_batch),
-        "W2A_TRAINER_LOCAL_NEGATIVES": str(p.local_negatives),
-        "W2A_TRAINER_LOCAL_NOISE": str(max(0.05, 0.1 * p.residual_scale)),
-        "W2A_TRAINER_BASE_NEGATIVE": str(p.base_negative).lower(),
-        "W2A_TRAINER_STREAM": stream, "W2A_TRAINER_DEAD_LETTER_STREAM": f"{stream}:dlq",
-        "W2A_TRAINER_MODE": mode, "W2A_TRAINER_OUT": str(trainer_out)})
+    trainer = TrainerSettings.model_validate({
+        "wm_url": stack.pooled_wm_url if pooled else stack.wm_url, "batch_size": p.trainer_batch,
+        "push_every": p.push_every, "max_wait_s": 2.0, "residual_scale": p.residual_scale, "lr": p.trainer_lr,
+        "consumer": f"demo-trainer-{arm}", "steps_per_batch": p.trainer_steps_per_batch,
+        "replay_batch": p.trainer_replay_batch, "local_negatives": p.local_negatives,
+        "local_noise": max(0.05, 0.1 * p.residual_scale), "base_negative": p.base_negative, "stream": stream,
+        "dead_letter_stream": f"{stream}:dlq", "mode": mode, "out": trainer_out})
+    stack.start_trainer(adapters, settings_env(trainer))
     target, token = stack.address("policy"), stack.config.robot_token
     rollouts = []
     for rnd in range(p.rollout_rounds):
@@ -467,16 +474,15 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
 
     clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
     stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model",
-                              world_model_env={"W2A_WM_FEATURES": p.wm_features,
-                                               "W2A_WM_NUM_INFERENCE_STEPS": str(p.wm_sampling_steps)}))
+                              world_model_env=_world_model_env(p.wm_features, p.wm_sampling_steps)))
     stack.start()
     try:
         for s in stack.services:
             print(f"  {s.name:12s} {s.address}")
         pooled_arm = "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled"
         if pooled_arm:  # the ablation: the same weights read out as pooled DiT states
-            stack.pooled_wm_url = stack.add_world_model("world-model-pooled", {
-                "W2A_WM_FEATURES": "dit_pooled", "W2A_WM_NUM_INFERENCE_STEPS": str(p.wm_sampling_steps)})
+            stack.pooled_wm_url = stack.add_world_model(
+                "world-model-pooled", _world_model_env("dit_pooled", p.wm_sampling_steps))
         if "stage1" not in reused:
             clock.start("Stage 1: align world-model chunk latents and action chunks")
             report.update(_stage1_and_wm_eval(stack, out, data, p, pooled_arm,

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import redis
 
+from services.common.settings import SharedSettings
 from services.common.redis_server import EmbeddedRedis, free_port
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class Stack:
         self.run_dir = Path(config.run_dir)
         self.services: list[Service] = []
         self._redis: EmbeddedRedis | None = None
-        self.redis_url = config.redis_url or os.environ.get("W2A_REDIS_URL")
+        self.redis_url = SharedSettings().redis_for(config.redis_url)
         self.wm_url = config.wm_url
         self.pooled_wm_url: str | None = None  # a second read-out of the same weights (ablation)
         self._started = False

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import asynccontextmanager
 
@@ -12,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from services.common.settings import SharedSettings
 from services.planner.backends import PlannerBackend, PlannerError
 from services.planner.cache import PlanCache, plan_key
 from services.planner.openai_backend import OpenAIBackend
@@ -49,7 +49,7 @@ def create_app(settings: PlannerSettings | None = None, redis_url: str | None = 
     """Build the app. ``redis_url`` (or settings / W2A_REDIS_URL) enables the plan cache."""
     settings = settings or PlannerSettings()
     backends = backends or {"rules": RulesBackend(), "openai": OpenAIBackend(settings)}
-    url = redis_url or settings.redis_url or os.environ.get("W2A_REDIS_URL")
+    url = redis_url or SharedSettings().redis_for(settings.redis_url)
     cache = PlanCache(url, settings.cache_ttl_s) if (url and settings.cache_enabled) else None
     metrics = PlannerMetrics()
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import signal
 from pathlib import Path
 
+from services.common.settings import setup_process
 from services.common.redis_server import EmbeddedRedis
 from services.planner.settings import PlannerSettings
 
@@ -33,17 +32,17 @@ def _graceful_server(config):
     return GracefulServer(config)
 
 
-def run_planner(settings: PlannerSettings, state_dir: Path = Path("runs/planner")) -> None:
+def run_planner(settings: PlannerSettings) -> None:
     """Blocking; SIGTERM/SIGINT finish in-flight requests, close the backends, then exit 0."""
     import uvicorn
 
     from services.planner.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    url = settings.redis_url or os.environ.get("W2A_REDIS_URL")
+    shared = setup_process()
+    url = shared.redis_for(settings.redis_url)
     embedded = None
     if settings.cache_enabled and not url:
-        embedded = EmbeddedRedis(Path(os.environ.get("W2A_PLANNER_STATE_DIR", state_dir)) / "redis").start()
+        embedded = EmbeddedRedis(Path(settings.state_dir) / "redis").start()
         url = embedded.url
     try:
         config = uvicorn.Config(create_app(settings, redis_url=url), host=settings.host,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -28,6 +29,7 @@ class PlannerSettings(BaseSettings):
     openai_backoff_s: float = Field(0.5, ge=0)
 
     redis_url: str | None = None  # None: W2A_REDIS_URL, else an embedded redis-server
+    state_dir: Path = Path("runs/planner")  # where the embedded redis-server keeps its data
     cache_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     cache_enabled: bool = True
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import sys
 from pathlib import Path
 
+from services.common.settings import setup_process
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import RolloutLogger
 from services.policy.server import PolicyServer
@@ -69,15 +69,12 @@ def load_base(settings: PolicySettings) -> BasePolicy:
 
 def run_policy_server(settings: PolicySettings, base: BasePolicy | None = None) -> None:
     """Blocking entry point of ``w2a serve policy``; returns after SIGTERM/SIGINT."""
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shared = setup_process()
     base = base or load_base(settings)
     embedded = None
     rollouts = None
     if settings.log_rollouts:
-        url = settings.redis_url or os.environ.get("W2A_REDIS_URL")
+        url = shared.redis_for(settings.redis_url)
         if not url:
             embedded = EmbeddedRedis(Path(settings.state_dir) / "redis").start()
             url = embedded.url

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 
 import redis
 
+from services.common.settings import setup_process
 from services.policy.client import PolicyClient
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.pusher import WeightPusher
-from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig
-from services.trainer.rollout_stream import RolloutStream, StreamConfig
+from services.trainer.residual_trainer import ResidualTrainer
+from services.trainer.rollout_stream import RolloutStream
 from services.trainer.settings import TrainerSettings
-from services.trainer.stage2 import Stage2Config
 from services.trainer.targets import RealFutureTargets, TableTargets, WorldModelTargets
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_module, read_manifest
@@ -36,43 +35,13 @@ def load_adapters(directory) -> Stage1Adapters:
     return adapters
 
 
-def redis_url(settings: TrainerSettings) -> str:
-    url = settings.redis_url or os.environ.get("W2A_REDIS_URL")
-    if not url:
-        raise ValueError("set W2A_TRAINER_REDIS_URL (or W2A_REDIS_URL) to the Redis the policy "
-                         "server logs rollouts to")
-    return url
-
-
-def trainer_config(settings: TrainerSettings) -> ResidualTrainerConfig:
-    return ResidualTrainerConfig(
-        camera=settings.camera, batch_size=settings.batch_size, max_wait_s=settings.max_wait_s,
-        checkpoint_every=settings.checkpoint_every, push_every=settings.push_every,
-        residual_hidden=settings.residual_hidden, residual_layers=settings.residual_layers,
-        residual_scale=settings.residual_scale, seed=settings.seed, mode=settings.mode,
-        steps_per_batch=settings.steps_per_batch,
-        replay_batch=settings.replay_batch, replay_capacity=settings.replay_capacity,
-        pipeline=settings.pipeline,
-        loss=Stage2Config(temperature=settings.temperature, residual_l2=settings.residual_l2,
-                          lr=settings.lr, local_negatives=settings.local_negatives,
-                          local_noise=settings.local_noise, base_negative=settings.base_negative))
-
-
-def stream_config(settings: TrainerSettings) -> StreamConfig:
-    return StreamConfig(stream=settings.stream, group=settings.group, consumer=settings.consumer,
-                        dead_letter=settings.dead_letter_stream, batch=max(256, settings.batch_size),
-                        claim_idle_ms=settings.claim_idle_ms, max_deliveries=settings.max_deliveries)
-
-
 def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None = None,
                          max_updates: int | None = None) -> ResidualTrainer:
     """Blocking: consume rollouts and train until SIGTERM/SIGINT (or ``stop``/``max_updates``)."""
-    import torch
 
     from services.world_model.client import WorldModelClient
 
-    torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_process()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,7 +49,7 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     adapters = load_adapters(settings.adapters)
     metrics = TrainerMetrics()
     http = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
-    rds = redis.Redis.from_url(redis_url(settings), socket_timeout=10, socket_connect_timeout=5)
+    rds = redis.Redis.from_url(settings.resolved_redis_url(), socket_timeout=10, socket_connect_timeout=5)
     root_cert = settings.policy_root_cert.read_bytes() if settings.policy_root_cert else None
     policy = PolicyClient(settings.policy_url, settings.policy_token.get_secret_value(),
                           root_certificates=root_cert)
@@ -95,8 +64,8 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     else:
         targets = WorldModelTargets(wm, adapters.config.chunk_size, settings.wm_seed,
                                     settings.wm_concurrency)
-    trainer = ResidualTrainer(RolloutStream(rds, stream_config(settings)), targets, adapters,
-                              settings.out, trainer_config(settings), pusher, metrics)
+    trainer = ResidualTrainer(RolloutStream(rds, settings.stream_config()), targets, adapters,
+                              settings.out, settings.trainer_config(), pusher, metrics)
     if settings.mode != "world_model":
         log.warning("W2A_TRAINER_MODE=%s: an UPPER BOUND taught by the simulator's oracle, not World2Act",
                     settings.mode)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.streams import DEAD_LETTER_STREAM, ROLLOUT_STREAM
+
+if TYPE_CHECKING:  # the settings module stays import-light (no torch): the configs import lazily
+    from services.trainer.residual_trainer import ResidualTrainerConfig
+    from services.trainer.rollout_stream import StreamConfig
 
 
 class TrainerSettings(BaseSettings):
@@ -61,3 +65,36 @@ class TrainerSettings(BaseSettings):
 
     metrics_port: int = Field(9102, ge=0, le=65535)  # 0 = no metrics endpoint
     metrics_host: str = "127.0.0.1"
+
+    # -- the dataclasses the trainer's parts take ----------------------------------------------
+
+    def resolved_redis_url(self) -> str:
+        from services.common.settings import SharedSettings
+
+        url = SharedSettings().redis_for(self.redis_url)
+        if not url:
+            raise ValueError("set W2A_TRAINER_REDIS_URL (or W2A_REDIS_URL) to the Redis the policy "
+                             "server logs rollouts to")
+        return url
+
+    def trainer_config(self) -> "ResidualTrainerConfig":
+        from services.trainer.residual_trainer import ResidualTrainerConfig
+        from services.trainer.stage2 import Stage2Config
+
+        return ResidualTrainerConfig(
+            camera=self.camera, batch_size=self.batch_size, max_wait_s=self.max_wait_s,
+            checkpoint_every=self.checkpoint_every, push_every=self.push_every,
+            residual_hidden=self.residual_hidden, residual_layers=self.residual_layers,
+            residual_scale=self.residual_scale, seed=self.seed, mode=self.mode,
+            steps_per_batch=self.steps_per_batch, replay_batch=self.replay_batch,
+            replay_capacity=self.replay_capacity, pipeline=self.pipeline,
+            loss=Stage2Config(temperature=self.temperature, residual_l2=self.residual_l2, lr=self.lr,
+                              local_negatives=self.local_negatives, local_noise=self.local_noise,
+                              base_negative=self.base_negative))
+
+    def stream_config(self) -> "StreamConfig":
+        from services.trainer.rollout_stream import StreamConfig
+
+        return StreamConfig(stream=self.stream, group=self.group, consumer=self.consumer,
+                            dead_letter=self.dead_letter_stream, batch=max(256, self.batch_size),
+                            claim_idle_ms=self.claim_idle_ms, max_deliveries=self.max_deliveries)

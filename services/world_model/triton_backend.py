@@ -10,7 +10,6 @@ TritonError responses; one bad request never fails the batch or the server.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
@@ -31,26 +30,28 @@ class _WorldModelBackend:
     def initialize(self, args: dict) -> None:
         import torch
 
+        from services.common.settings import SharedSettings
+        from services.world_model.settings import WorldModelSettings
         from w2a_models.world_model import WorldModel, WorldModelConfig
 
-        torch.set_num_threads(int(os.environ.get("W2A_TORCH_THREADS", "1")))
+        torch.set_num_threads(SharedSettings().torch_threads)
+        env = WorldModelSettings()
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        model_dir = params.get("model_dir") or os.environ.get("W2A_WM_DIR", "")
+        model_dir = params.get("model_dir") or env.dir
         if not model_dir:
             raise RuntimeError("no world-model weights: set parameter model_dir or W2A_WM_DIR")
         kind = args.get("model_instance_kind", "CPU")
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         wm_config = WorldModelConfig(
             device=device,
-            num_inference_steps=int(params.get("num_inference_steps")
-                                    or os.environ.get("W2A_WM_NUM_INFERENCE_STEPS")
+            num_inference_steps=int(params.get("num_inference_steps") or env.num_inference_steps
                                     or WorldModelConfig.num_inference_steps),
             guidance_scale=float(params.get("guidance_scale") or 1.0),
             tap_block=int(params.get("tap_block") or -2),
             tap_sigma=float(params.get("tap_sigma") or 0.05),
             tap_seed=int(params.get("tap_seed") or 0),
-            features=params.get("features") or os.environ.get("W2A_WM_FEATURES") or "dit_pooled")
+            features=params.get("features") or env.features)
         self.model = WorldModel.from_pretrained(model_dir, wm_config)
         self._model_name = str(args.get("model_name", ""))
         self._failures: dict[str, object] = {}  # reason -> counter (created on first use)
