@@ -28,8 +28,13 @@ from pathlib import Path
 import torch
 
 from services.robot_sim.metaworld_env import SimConfig
-from services.trainer.diagnostics import (DIAGNOSE_SEEDS_START, DiagnoseConfig, collect_on_policy,
-                                          diagnose_chunks, link_line)
+from services.trainer.diagnostics import (
+    DIAGNOSE_SEEDS_START,
+    DiagnoseConfig,
+    collect_on_policy,
+    diagnose_chunks,
+    link_line,
+)
 from services.trainer.residual_app import load_adapters
 from services.trainer.stage1 import Stage1Config, train_stage1
 from services.trainer.stage1_data import InProcessEncoder, build_chunks

@@ -27,8 +27,13 @@ import torch
 
 from services.robot_sim.metaworld_env import SimConfig
 from services.robot_sim.play import PLAY_SEEDS_START, PlayConfig, collect_play
-from services.trainer.diagnostics import (DIAGNOSE_SEEDS_START, DiagnoseConfig, collect_on_policy,
-                                          diagnose_chunks, link_line)
+from services.trainer.diagnostics import (
+    DIAGNOSE_SEEDS_START,
+    DiagnoseConfig,
+    collect_on_policy,
+    diagnose_chunks,
+    link_line,
+)
 from services.trainer.residual_app import load_adapters
 from services.trainer.stage1 import Stage1Config, train_stage1
 from services.trainer.stage1_data import InProcessEncoder, build_chunks

@@ -476,7 +476,7 @@ def bench_trainer(steps: int = 20_000, wm_steps: int = 128, batch_size: int = 32
 
     torch.set_num_threads(1)
     feature_dim = TinyVLAConfig(image_size=image_size).feature_dim
-    ROLLOUT_CHUNK = TinyVLAConfig().chunk_size  # noqa: N806 - the served chunk size M
+    ROLLOUT_CHUNK = TinyVLAConfig().chunk_size
     with tempfile.TemporaryDirectory(prefix="w2a-bench-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         tmp = Path(tmp)
         rds = redis.Redis.from_url(server.url)

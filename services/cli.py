@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,19 +21,19 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.command()
 def collect(
-    task: Optional[str] = typer.Option(None, help="Meta-World v3 task name (default pick-place-v3), or "
+    task: str | None = typer.Option(None, help="Meta-World v3 task name (default pick-place-v3), or "
                                                   "with --sim libero a task index or name (default 0)."),
     episodes: int = typer.Option(10, min=1, help="Number of episodes to save."),
     out: Path = typer.Option(..., help="Output directory (episodes + index.json)."),
     sim: str = typer.Option("metaworld", help="metaworld | libero"),
     suite: str = typer.Option("libero_object", help="LIBERO suite (--sim libero)."),
-    size: Optional[int] = typer.Option(None, min=16, max=512, help="Square image size (default 64, LIBERO 96)."),
+    size: int | None = typer.Option(None, min=16, max=512, help="Square image size (default 64, LIBERO 96)."),
     seed: int = typer.Option(0, min=0, help="First simulator seed; episode i uses seed + i."),
-    camera: Optional[str] = typer.Option(None, help="Meta-World: 'front' (default) or a Meta-World camera; "
+    camera: str | None = typer.Option(None, help="Meta-World: 'front' (default) or a Meta-World camera; "
                                                     "LIBERO: agentview (default) or robot0_eye_in_hand."),
-    action_repeat: Optional[int] = typer.Option(None, min=1, help=f"Env steps per policy step "
+    action_repeat: int | None = typer.Option(None, min=1, help=f"Env steps per policy step "
                                                 f"(default {DEFAULT_ACTION_REPEAT}, LIBERO 1)."),
-    max_steps: Optional[int] = typer.Option(None, min=10, help="Step limit per episode (policy steps; "
+    max_steps: int | None = typer.Option(None, min=10, help="Step limit per episode (policy steps; "
                                             "default 200, LIBERO the suite's env-step limit)."),
     keep_failures: bool = typer.Option(False, help="Also save episodes the expert failed."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -55,7 +54,8 @@ def collect(
         saved, attempted, failures, name = (report["saved"], report["attempted"], report["failures"],
                                             report["task"])
     elif sim == "metaworld":
-        from services.robot_sim.collect import CollectConfig, collect as run_collect
+        from services.robot_sim.collect import CollectConfig
+        from services.robot_sim.collect import collect as run_collect
         from services.robot_sim.metaworld_env import SimConfig
 
         name = task or "pick-place-v3"
@@ -101,27 +101,25 @@ def segment(
 
 @app.command()
 def demo(
-    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/<timestamp>)."),
+    out: Path | None = typer.Option(None, help="Run directory (default runs/<timestamp>)."),
     profile: str = typer.Option("default", help="tiny (smoke test) | default (<= 15 min) | full (the experiment) "
                                                 "| libero | libero-tiny (LIBERO smoke test)."),
-    eval_seed_start: Optional[int] = typer.Option(
+    eval_seed_start: int | None = typer.Option(
         None, help="First evaluation seed (>= 100000; default: the profile's). Re-evaluate on "
                    "placements no earlier run used."),
-    arms: Optional[str] = typer.Option(
+    arms: str | None = typer.Option(
         None, help="Trained arms, comma-separated (default: the profile's): w2a, w2a_pooled_dit, "
                    "w2a_real_future, expert_corrected (the last two are simulator-oracle upper bounds)."),
-    reuse: Optional[Path] = typer.Option(
+    reuse: Path | None = typer.Option(
         None, help="An earlier run: borrow its demos, base and world model (refused if the profile "
                    "differs on what they depend on), then its play data and Stage 1 where the "
                    "profile agrees on theirs; the rest runs again."),
 ) -> None:
     """World2Act end to end: demos, base, WM, Stage 1, live Stage 2 with sim robots, base vs w2a."""
     import time
-
-    from services.demo import ARM_MODES, PROFILES, run_demo
-
     from dataclasses import replace
 
+    from services.demo import ARM_MODES, PROFILES, run_demo
     from services.robot_sim.seeds import check_eval_seed
 
     if profile not in PROFILES:
@@ -153,10 +151,10 @@ app.add_typer(serve_app, name="serve")
 
 @serve_app.command("policy")
 def serve_policy(
-    host: Optional[str] = typer.Option(None, help="Bind address (W2A_POLICY_HOST)."),
-    port: Optional[int] = typer.Option(None, help="gRPC port (W2A_POLICY_PORT, default 50051)."),
-    base: Optional[Path] = typer.Option(None, help="TinyVLA checkpoint (W2A_POLICY_BASE_CHECKPOINT)."),
-    state_dir: Optional[Path] = typer.Option(None, help="Residual versions and spool (W2A_POLICY_STATE_DIR)."),
+    host: str | None = typer.Option(None, help="Bind address (W2A_POLICY_HOST)."),
+    port: int | None = typer.Option(None, help="gRPC port (W2A_POLICY_PORT, default 50051)."),
+    base: Path | None = typer.Option(None, help="TinyVLA checkpoint (W2A_POLICY_BASE_CHECKPOINT)."),
+    state_dir: Path | None = typer.Option(None, help="Residual versions and spool (W2A_POLICY_STATE_DIR)."),
 ) -> None:
     """The gRPC policy server (a_base + a_residual). Other settings: W2A_POLICY_* variables."""
     from pydantic import ValidationError
@@ -178,8 +176,8 @@ def serve_policy(
 
 @serve_app.command("planner")
 def serve_planner(
-    host: Optional[str] = typer.Option(None, help="Bind address (W2A_PLANNER_HOST)."),
-    port: Optional[int] = typer.Option(None, help="HTTP port (W2A_PLANNER_PORT, default 8080)."),
+    host: str | None = typer.Option(None, help="Bind address (W2A_PLANNER_HOST)."),
+    port: int | None = typer.Option(None, help="HTTP port (W2A_PLANNER_PORT, default 8080)."),
 ) -> None:
     """The skill planner (FastAPI + uvicorn). Other settings: W2A_PLANNER_* variables."""
     from pydantic import ValidationError
@@ -229,9 +227,9 @@ def serve_world_model(
 @app.command()
 def plan(
     instruction: str = typer.Argument(..., help="The task instruction to decompose."),
-    task: Optional[str] = typer.Option(None, help="Simulator task name, if known."),
+    task: str | None = typer.Option(None, help="Simulator task name, if known."),
     max_skills: int = typer.Option(8, min=1, max=16),
-    backend: Optional[str] = typer.Option(None, help="rules | openai (default: the server's)."),
+    backend: str | None = typer.Option(None, help="rules | openai (default: the server's)."),
     url: str = typer.Option("http://127.0.0.1:8080", help="Planner service URL."),
     local: bool = typer.Option(False, "--local", help="Plan in-process with the rules backend."),
 ) -> None:
@@ -261,7 +259,7 @@ def plan(
 def skill_sync(
     data: Path = typer.Option(..., help="Episode directory (searched recursively)."),
     as_json: bool = typer.Option(False, "--json"),
-    url: Optional[str] = typer.Option(None, help="Planner URL; default: in-process rules backend."),
+    url: str | None = typer.Option(None, help="Planner URL; default: in-process rules backend."),
 ) -> None:
     """Sync rate: plan each demo's instruction, segment the demo, count one-to-one alignments."""
     from services.planner.sync import measure_sync
@@ -310,7 +308,7 @@ def train_wm_cmd(
 @app.command("wm-eval")
 def wm_eval_cmd(
     model: Path = typer.Option(..., help="World-model directory."),
-    data: Optional[Path] = typer.Option(None, help="Held-out episodes (default: those recorded at training)."),
+    data: Path | None = typer.Option(None, help="Held-out episodes (default: those recorded at training)."),
     clips: int = typer.Option(24, min=1),
     seed: int = typer.Option(0),
     guidance: float = typer.Option(1.0, min=1.0, help="Classifier-free guidance scale (1 = off)."),
@@ -384,12 +382,12 @@ def train_adapters_cmd(
 
 @app.command("train-residual")
 def train_residual_cmd(
-    adapters: Optional[Path] = typer.Option(None, help="Stage 1 checkpoint dir (W2A_TRAINER_ADAPTERS)."),
-    out: Optional[Path] = typer.Option(None, help="Residual checkpoint dir (W2A_TRAINER_OUT)."),
-    redis_url: Optional[str] = typer.Option(None, help="Rollout Redis (W2A_TRAINER_REDIS_URL)."),
-    wm_url: Optional[str] = typer.Option(None, help="World model, Triton gRPC (W2A_TRAINER_WM_URL)."),
-    policy_url: Optional[str] = typer.Option(None, help="Policy server (W2A_TRAINER_POLICY_URL)."),
-    max_updates: Optional[int] = typer.Option(None, min=1, help="Stop after this many updates."),
+    adapters: Path | None = typer.Option(None, help="Stage 1 checkpoint dir (W2A_TRAINER_ADAPTERS)."),
+    out: Path | None = typer.Option(None, help="Residual checkpoint dir (W2A_TRAINER_OUT)."),
+    redis_url: str | None = typer.Option(None, help="Rollout Redis (W2A_TRAINER_REDIS_URL)."),
+    wm_url: str | None = typer.Option(None, help="World model, Triton gRPC (W2A_TRAINER_WM_URL)."),
+    policy_url: str | None = typer.Option(None, help="Policy server (W2A_TRAINER_POLICY_URL)."),
+    max_updates: int | None = typer.Option(None, min=1, help="Stop after this many updates."),
 ) -> None:
     """Stage 2: consume rollouts from Redis, train the residual reward-free, push it live.
 
@@ -447,10 +445,10 @@ def train_base_cmd(
 def up(
     run_dir: Path = typer.Option(Path("runs/stack"), help="Logs, state file, service data."),
     base: Path = typer.Option(..., help="TinyVLA checkpoint served as the frozen base."),
-    world_model: Optional[Path] = typer.Option(None, help="World-model dir to serve with Triton."),
-    wm_url: Optional[str] = typer.Option(None, help="External Triton gRPC address instead."),
-    adapters: Optional[Path] = typer.Option(None, help="Stage 1 checkpoint: also run the Stage 2 trainer."),
-    redis_url: Optional[str] = typer.Option(None, help="External Redis (default: embedded)."),
+    world_model: Path | None = typer.Option(None, help="World-model dir to serve with Triton."),
+    wm_url: str | None = typer.Option(None, help="External Triton gRPC address instead."),
+    adapters: Path | None = typer.Option(None, help="Stage 1 checkpoint: also run the Stage 2 trainer."),
+    redis_url: str | None = typer.Option(None, help="External Redis (default: embedded)."),
     policy_port: int = typer.Option(0, help="0 = a free port."),
     planner_port: int = typer.Option(0, help="0 = a free port."),
 ) -> None:
@@ -510,19 +508,19 @@ def eval_cmd(
                              help="First evaluation seed (>= 100000: disjoint from demos/rollouts). LIBERO: "
                                   "seed 100000 + k is the suite's official init state k (k < 50)."),
     arm: str = typer.Option("w2a", help="w2a (base + residual) | base (the server's base only)."),
-    target: Optional[str] = typer.Option(None, help="Policy server (default: from --run-dir's stack)."),
-    token: Optional[str] = typer.Option(None, envvar="W2A_ROBOT_TOKEN", help="Robot token."),
+    target: str | None = typer.Option(None, help="Policy server (default: from --run-dir's stack)."),
+    token: str | None = typer.Option(None, envvar="W2A_ROBOT_TOKEN", help="Robot token."),
     run_dir: Path = typer.Option(Path("runs/stack"), help="A `w2a up` stack to evaluate against."),
     robots: int = typer.Option(2, min=1, help="Parallel robot processes."),
     sim: str = typer.Option("metaworld", help="metaworld | libero"),
     suite: str = typer.Option("libero_object", help="LIBERO suite (--sim libero)."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Step limit per episode in policy steps "
+    max_steps: int | None = typer.Option(None, min=1, help="Step limit per episode in policy steps "
                                             "(default 60; LIBERO: the suite's limit / action repeat)."),
-    camera: Optional[str] = typer.Option(None, help="Sim camera the base was trained on (default front; "
+    camera: str | None = typer.Option(None, help="Sim camera the base was trained on (default front; "
                                                     "LIBERO agentview)."),
-    action_repeat: Optional[int] = typer.Option(None, min=1, help="Env steps per policy step, as the demos "
+    action_repeat: int | None = typer.Option(None, min=1, help="Env steps per policy step, as the demos "
                                                 f"(default {DEFAULT_ACTION_REPEAT}; LIBERO 1)."),
-    image_size: Optional[int] = typer.Option(None, min=16, help="Camera image size, as the demos "
+    image_size: int | None = typer.Option(None, min=16, help="Camera image size, as the demos "
                                                                 "(default 64; LIBERO 96)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -612,8 +610,8 @@ def libero_experts(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Scripted-expert success per task, without rendering."""
-    from services.robot_sim.libero_experts import measure_experts
     from services.robot_sim.libero_env import suite_tasks
+    from services.robot_sim.libero_experts import measure_experts
 
     if on not in ("init_states", "placements"):
         _fail("--on must be init_states or placements")
@@ -669,7 +667,7 @@ def diagnose_links(
     size: int = typer.Option(64, min=16),
     action_repeat: int = typer.Option(DEFAULT_ACTION_REPEAT, min=1),
     max_steps: int = typer.Option(60, min=1, help="Policy-step limit per rollout."),
-    features: Optional[str] = typer.Option(None, help="World-model read-out (dit_pooled | latent_map; "
+    features: str | None = typer.Option(None, help="World-model read-out (dit_pooled | latent_map; "
                                            "default: the run's)."),
     adapters: str = typer.Option("stage1_chunk", help="Adapters directory inside the run."),
 ) -> None:
@@ -728,7 +726,7 @@ def bench_weights_cmd(
 def bench_world_model_cmd(
     concurrency: int = typer.Option(8, min=1),
     seconds: float = typer.Option(10.0, min=1.0),
-    model: Optional[Path] = typer.Option(None, help="World-model dir (default: a tiny one)."),
+    model: Path | None = typer.Option(None, help="World-model dir (default: a tiny one)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """wm_encode and wm_generate throughput: sequential vs concurrent clients sharing dynamic
@@ -754,7 +752,7 @@ def bench_trainer_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     app(argv)
 
 

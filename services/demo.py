@@ -699,7 +699,7 @@ def arms_table(r: dict) -> list[str]:
         vs, p = (f"{100 * c['difference']:+.0f} on {c['episodes']}", f"{c['p_value']:.3g}") if c else ("", "")
         rows.append(f"| {e['task']} | {label} | {e['episodes']} | {e['success_rate']:.2f} | "
                     f"[{e['ci95'][0]:.2f}, {e['ci95'][1]:.2f}] | {vs} | {p} |")
-    return rows + [""]
+    return [*rows, ""]
 
 
 def stage1_table(stage1: dict) -> list[str]:

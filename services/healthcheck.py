@@ -21,7 +21,7 @@ def check_grpc(target: str, timeout: float = 3.0) -> bool:
 def check_http(url: str, timeout: float = 3.0) -> bool:
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our own endpoint
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return 200 <= response.status < 300
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from w2a_models.episodes import Episode, find_episode_files, read_episode
+from w2a_models.skills import Segmentation, SegmenterConfig, change_points, gripper_states, segment_episode
 from w2a_models.tasks import TASKS
-from w2a_models.skills import SegmenterConfig, Segmentation, change_points, gripper_states, segment_episode
 
 
 def segment_loaded(episode: Episode, config: SegmenterConfig = SegmenterConfig()) -> Segmentation:

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from services.common.settings import SharedSettings
 from services.common.redis_server import EmbeddedRedis, free_port
+from services.common.settings import SharedSettings
 
 log = logging.getLogger(__name__)
 STATE_FILE = "stack.json"

@@ -76,7 +76,7 @@ class Gr00tTestServer:
                 sock.send(pack({"error": f"Unknown endpoint: {endpoint}"}))
         sock.close(linger=0)
 
-    def __enter__(self) -> "Gr00tTestServer":
+    def __enter__(self) -> Gr00tTestServer:
         self._thread.start()
         self._bound.wait(10)
         if self._bind_error is not None:

@@ -46,7 +46,7 @@ class Manifest:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "manifest") -> "Manifest":
+    def from_json(cls, text: str, source: str = "manifest") -> Manifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -11,8 +11,9 @@ which lets a model shortcut on task identity instead of dynamics.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def chunk_windows(
 def gather_chunks(array: np.ndarray, windows: Sequence[ChunkWindow]) -> np.ndarray:
     """Stack ``array[w.start:w.end]`` for every window: [T, ...] -> [C, M, ...]."""
     if not windows:
-        return np.zeros((0, 0) + array.shape[1:], dtype=array.dtype)
+        return np.zeros((0, 0, *array.shape[1:]), dtype=array.dtype)
     return np.stack([array[w.start : w.end] for w in windows])
 
 

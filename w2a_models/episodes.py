@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -242,7 +242,7 @@ def split_holdout(paths: list[Path], fraction: float, seed: int) -> tuple[list[P
     order = rng.permutation(len(paths))
     n_hold = 0
     if len(paths) > 1 and fraction > 0:
-        n_hold = min(max(int(round(len(paths) * fraction)), 1), len(paths) - 1)
+        n_hold = min(max(round(len(paths) * fraction), 1), len(paths) - 1)
     hold = {int(i) for i in order[:n_hold]}
     return ([p for i, p in enumerate(paths) if i not in hold],
             [p for i, p in enumerate(paths) if i in hold])

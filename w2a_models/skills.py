@@ -23,8 +23,10 @@ and (where object positions are known) a closure lifts the object ``lift_height`
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -49,7 +51,7 @@ class SegmenterConfig:
         if not 0 < self.pause_ratio < 1:
             raise ValueError(f"pause_ratio must be in (0, 1), got {self.pause_ratio}")
 
-    def for_action_repeat(self, repeat: int) -> "SegmenterConfig":
+    def for_action_repeat(self, repeat: int) -> SegmenterConfig:
         """The step counts above are env steps; an episode recorded at ``repeat`` env steps per
         step has the same motion in 1/repeat as many steps, so they shrink with it."""
         if repeat <= 1:
@@ -121,7 +123,7 @@ def _segments_from_boundaries(
     edges = [0, *boundaries, num_steps]
     return [
         Segment(a, b, None if states is None else bool(states[a]))
-        for a, b in zip(edges[:-1], edges[1:])
+        for a, b in itertools.pairwise(edges)
     ]
 
 
@@ -141,10 +143,7 @@ def closure_lifts_object(
     states = gripper_states(gripper, config)
     z = np.asarray(object_pos, dtype=np.float64)[:, 2]
     edges = [0, *change_points(states), len(states)]
-    for a, b in zip(edges[:-1], edges[1:]):
-        if states[a] and (z[a:b].max() - z[a]) >= config.lift_height:
-            return True
-    return False
+    return any(states[a] and z[a:b].max() - z[a] >= config.lift_height for a, b in itertools.pairwise(edges))
 
 
 def end_effector_speed(ee_pos: np.ndarray, smoothing: int) -> np.ndarray:

@@ -29,8 +29,9 @@ import secrets
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -146,7 +147,7 @@ class RolloutLogger:
         batch_size: int = 256,
         retry_interval: float = 0.5,
         linger: float = 0.05,
-        on_change: Callable[["RolloutLogger"], None] | None = None,
+        on_change: Callable[[RolloutLogger], None] | None = None,
     ) -> None:
         self.stream = stream
         self.batch_size = batch_size
@@ -194,7 +195,7 @@ class RolloutLogger:
 
     # -- writer thread --------------------------------------------------------------------------
 
-    def start(self) -> "RolloutLogger":
+    def start(self) -> RolloutLogger:
         self._thread = threading.Thread(target=self._run, name="rollout-writer", daemon=True)
         self._thread.start()
         return self

@@ -16,7 +16,7 @@ pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +132,7 @@ class StepRecord:
         return out
 
     @classmethod
-    def from_wire(cls, record: dict[str, Any], oracle: bool = False) -> "StepRecord":
+    def from_wire(cls, record: dict[str, Any], oracle: bool = False) -> StepRecord:
         """``oracle``: also read the simulator's oracle (the trainer's oracle modes only; the
         World2Act arm must never see it, so by default it is not even looked at)."""
         try:
@@ -192,14 +192,14 @@ class EpisodeEnd:
                 "success": self.success, "evaluation": self.evaluation, "server_time": self.server_time}
 
     @classmethod
-    def from_wire(cls, record: dict[str, Any], oracle: bool = False) -> "EpisodeEnd":
+    def from_wire(cls, record: dict[str, Any], oracle: bool = False) -> EpisodeEnd:
         return cls(robot_id=str(record.get("robot_id", "")), episode_id=str(record.get("episode_id", "")),
                    step=int(record.get("step") or 0), success=bool(record.get("success")),
                    session_id=record.get("session_id") or "", evaluation=bool(record.get("evaluation")),
                    server_time=float(record.get("server_time") or 0.0))
 
 
-Record = Union[StepRecord, EpisodeEnd]
+Record = StepRecord | EpisodeEnd
 _KINDS = {"step": StepRecord, "episode_end": EpisodeEnd}
 
 

@@ -17,7 +17,13 @@ from services.planner.cache import PlanCache, plan_key
 from services.planner.openai_backend import OpenAIBackend
 from services.planner.rules import TASK_SKILLS, RulesBackend, decompose, skill_kind
 from services.planner.schemas import (
-    AlignedPair, AlignmentRequest, AlignmentResponse, ErrorResponse, PlanRequest, PlanResponse, Skill,
+    AlignedPair,
+    AlignmentRequest,
+    AlignmentResponse,
+    ErrorResponse,
+    PlanRequest,
+    PlanResponse,
+    Skill,
 )
 from services.planner.settings import PlannerSettings
 from w2a_models.skills import Segment, align_skills

@@ -198,8 +198,8 @@ def _clause_skills(clause: str, ctx: _Context) -> list[tuple[str, SkillKind]]:
     suffix = f" {where}" if where else ""
     grasp_first = [] if ctx.held == obj else [(f"reach and grasp {obj}", K.grasp)]
     table = {
-        "lift": grasp_first + [(f"lift {obj}{suffix}", K.carry)],
-        "place": grasp_first + [(f"carry {obj}{suffix} and place it", K.place)],
+        "lift": [*grasp_first, (f"lift {obj}{suffix}", K.carry)],
+        "place": [*grasp_first, (f"carry {obj}{suffix} and place it", K.place)],
         "release": [(f"release {obj}", K.release)],
         "push": [(f"move above {obj}", K.reach), (f"lower onto {obj}", K.reach),
                  (f"push {obj}{suffix}", K.push)],

@@ -12,7 +12,7 @@ MAX_INSTRUCTION_CHARS = 1000
 MAX_SKILLS = 16
 
 
-class SkillKind(str, Enum):
+class SkillKind(str, Enum):  # noqa: UP042 - str mixin kept: values compare and serialise as plain strings
     reach = "reach"
     grasp = "grasp"
     carry = "carry"
@@ -65,7 +65,7 @@ class SegmentIn(BaseModel):
     end: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SegmentIn":
+    def _ordered(self) -> SegmentIn:
         if self.end <= self.start:
             raise ValueError("end must be greater than start")
         return self
@@ -79,15 +79,14 @@ class AlignmentRequest(BaseModel):
     backend: BackendName | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "AlignmentRequest":
+    def _one_source(self) -> AlignmentRequest:
         if (self.instruction is None) == (self.skills is None):
             raise ValueError("give exactly one of 'instruction' or 'skills'")
         if self.instruction is not None:
             self.instruction = _clean_instruction(self.instruction)
-        if self.skills is not None:
-            if any(not s.strip() or len(s) > MAX_INSTRUCTION_CHARS for s in self.skills):
-                raise ValueError("skills: every skill must be non-blank and at most "
-                                 f"{MAX_INSTRUCTION_CHARS} characters")
+        if self.skills is not None and any(not s.strip() or len(s) > MAX_INSTRUCTION_CHARS for s in self.skills):
+            raise ValueError("skills: every skill must be non-blank and at most "
+                             f"{MAX_INSTRUCTION_CHARS} characters")
         for prev, seg in zip(self.segments, self.segments[1:]):
             if seg.start < prev.end:
                 raise ValueError("segments must be ordered and must not overlap")

@@ -6,8 +6,8 @@ import contextlib
 import signal
 from pathlib import Path
 
-from services.common.settings import setup_process
 from services.common.redis_server import EmbeddedRedis
+from services.common.settings import setup_process
 from services.planner.settings import PlannerSettings
 
 

@@ -8,9 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from services.common.settings import setup_process
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import RolloutLogger
+from services.common.settings import setup_process
 from services.policy.server import PolicyServer
 from services.policy.settings import PolicySettings
 from w2a_models.base_policy import BasePolicy

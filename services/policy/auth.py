@@ -11,7 +11,7 @@ import grpc
 log = logging.getLogger(__name__)
 
 
-class Role(str, Enum):
+class Role(str, Enum):  # noqa: UP042 - str mixin kept: roles compare as plain strings
     ROBOT = "robot"
     TRAINER = "trainer"
 

@@ -7,11 +7,12 @@ with backoff (gRPC channels reconnect by themselves, so a server restart is surv
 from __future__ import annotations
 
 import asyncio
-import json
 import io
+import json
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -37,7 +38,7 @@ class ActionChunk:
     timings: pb.Timings
 
     @classmethod
-    def from_proto(cls, r: pb.ActResponse) -> "ActionChunk":
+    def from_proto(cls, r: pb.ActResponse) -> ActionChunk:
         shape = (r.chunk_size, r.action_dim)
         as_array = lambda values: np.asarray(values, dtype=np.float32).reshape(shape)  # noqa: E731
         return cls(as_array(r.actions), as_array(r.base_actions), as_array(r.residual_actions),
@@ -155,7 +156,7 @@ class PolicyClient:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "PolicyClient":
+    def __enter__(self) -> PolicyClient:
         return self
 
     def __exit__(self, *exc) -> None:

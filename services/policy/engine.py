@@ -125,7 +125,7 @@ class PolicyEngine:
                 timeout = deadline - loop.time()
                 try:
                     nxt = queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(queue.get(), timeout)
-                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                except (TimeoutError, asyncio.QueueEmpty):
                     break
                 if nxt is None:
                     stopping = True

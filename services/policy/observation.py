@@ -7,12 +7,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image as PILImage, UnidentifiedImageError
+from PIL import Image as PILImage
+from PIL import UnidentifiedImageError
 
 from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.policy.service import InvalidRequest, RobotStep
 from w2a_models.base_policy import PolicySpec
-
 
 MAX_PIXELS = 4096 * 4096
 LOGGED_ENCODINGS = {pb.IMAGE_ENCODING_JPEG: "jpeg", pb.IMAGE_ENCODING_PNG: "png"}

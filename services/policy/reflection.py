@@ -9,9 +9,8 @@ v1 service here is the stock v1alpha servicer registered under v1's method path.
 from __future__ import annotations
 
 import grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2 as messages
-from grpc_reflection.v1alpha import reflection_pb2_grpc
 
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 V1ALPHA_SERVICE = reflection.SERVICE_NAME

@@ -23,8 +23,8 @@ from services.common.rollout_log import RolloutLogger
 from services.policy.auth import Authenticator, Role
 from services.policy.engine import BatchConfig, PolicyEngine
 from services.policy.metrics import PolicyMetrics
-from services.policy.reflection import enable_reflection
 from services.policy.observation import parse_request
+from services.policy.reflection import enable_reflection
 from services.policy.safety import SafetyConfig
 from services.policy.service import InvalidRequest, PolicyService
 from services.policy.settings import PolicySettings

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,8 +57,8 @@ class PolicySettings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0, le=1000)
 
     # per action element; unset = [-1, 1] for every element of the base's action (4 on Meta-World, 7 on LIBERO)
-    action_low: Optional[list[float]] = None
-    action_high: Optional[list[float]] = None
+    action_low: list[float] | None = None
+    action_high: list[float] | None = None
     residual_max_norm: float = Field(0.5, ge=0)
     smooth_steps: int = Field(0, ge=0)  # cross-fade at chunk boundaries (see sessions.py); 0 = off
 
@@ -82,7 +81,7 @@ class PolicySettings(BaseSettings):
     log_linger_ms: float = Field(50.0, ge=0)  # the writer gathers records this long per pipeline
 
     @model_validator(mode="after")
-    def _check(self) -> "PolicySettings":
+    def _check(self) -> PolicySettings:
         if self.auth_enabled and (not self.robot_tokens or not self.trainer_token):
             raise ValueError("auth is on: set W2A_POLICY_ROBOT_TOKENS and W2A_POLICY_TRAINER_TOKEN "
                              "(or W2A_POLICY_AUTH_ENABLED=false explicitly)")

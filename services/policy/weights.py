@@ -20,7 +20,11 @@ from pathlib import Path
 import torch
 
 from w2a_models.checkpoints import (
-    CheckpointError, Manifest, load_checkpoint, save_checkpoint, unpack_tensors,
+    CheckpointError,
+    Manifest,
+    load_checkpoint,
+    save_checkpoint,
+    unpack_tensors,
 )
 from w2a_models.residual import ResidualConfig, ResidualPolicy
 

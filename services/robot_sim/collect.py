@@ -15,7 +15,7 @@ from w2a_models.tasks import TASKS
 
 @dataclass(frozen=True)
 class CollectConfig:
-    sim: SimConfig = SimConfig()
+    sim: SimConfig = field(default_factory=SimConfig)
     episodes: int = 10
     seed: int = 0
     keep_failures: bool = False

@@ -22,9 +22,10 @@ work on either:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -51,7 +52,7 @@ class LiberoTask:
     bddl_file: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def _suite(suite: str):
     from libero.libero import benchmark
 
@@ -221,13 +222,11 @@ class LiberoSim:
 
     def close(self) -> None:
         if self.env is not None:
-            try:
+            with contextlib.suppress(Exception):  # EGL teardown can complain at exit; the context is gone either way
                 self.env.close()
-            except Exception:  # noqa: BLE001 - EGL teardown can complain at exit; the context is gone either way
-                pass
             self.env = None
 
-    def __enter__(self) -> "LiberoSim":
+    def __enter__(self) -> LiberoSim:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,14 +15,15 @@ frame; ``action_repeat`` env steps per policy step make one chunk move the hand 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import warnings  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+import warnings
+from dataclasses import dataclass
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 STATE_DIM = 18  # proprio + object state: see w2a_models.episodes.STATE_LAYOUT
 UPSIDE_DOWN_CAMERAS = {"corner", "corner2", "corner3", "corner4"}
@@ -169,7 +170,7 @@ class MetaWorldSim:
     def state(self) -> np.ndarray:
         return np.asarray(self.obs[:STATE_DIM], dtype=np.float32)
 
-    def copy_state_from(self, other: "MetaWorldSim") -> None:
+    def copy_state_from(self, other: MetaWorldSim) -> None:
         """Become an exact copy of ``other``'s current state (reset both with the same seed first).
 
         The physics (MuJoCo's full integration state) and the env's own step bookkeeping are copied, so the
@@ -192,16 +193,14 @@ class MetaWorldSim:
 
     def close(self) -> None:
         if self._renderer is not None:
-            try:
+            with contextlib.suppress(Exception):  # EGL teardown can complain at exit; the context is gone either way
                 self._renderer.close()
-            except Exception:  # noqa: BLE001 - EGL teardown can complain at exit; the context is gone either way
-                pass
             self._renderer = None
         if self.env is not None:
             self.env.close()
             self.env = None
 
-    def __enter__(self) -> "MetaWorldSim":
+    def __enter__(self) -> MetaWorldSim:
         return self
 
     def __exit__(self, *exc) -> None:

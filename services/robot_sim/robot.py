@@ -62,7 +62,7 @@ class RobotConfig:
             raise ValueError("the simulator oracle (expert teacher) exists for Meta-World only")
 
 
-def make_sim(config: RobotConfig) -> "Simulator":
+def make_sim(config: RobotConfig) -> Simulator:
     """The simulator a robot drives: the same interface for both (``simulator.Simulator``)."""
     if config.sim == "libero":
         from services.robot_sim.libero_env import LiberoConfig, LiberoSim
@@ -187,7 +187,7 @@ class _Requests:
             yield item
 
 
-def run_episode(client, sim: "Simulator", config: RobotConfig, seed: int, episode_id: str,
+def run_episode(client, sim: Simulator, config: RobotConfig, seed: int, episode_id: str,
                 teacher: ExpertTeacher | None = None) -> EpisodeResult:
     from services.policy.client import ActionChunk, act_request, episode_end_request
 

@@ -47,7 +47,7 @@ class Simulator(Protocol):
     def close(self) -> None:
         ...
 
-    def __enter__(self) -> "Simulator":
+    def __enter__(self) -> Simulator:
         ...
 
     def __exit__(self, *exc) -> None:

@@ -38,7 +38,7 @@ class BCDataset:
     targets: np.ndarray
 
     @classmethod
-    def from_episodes(cls, episodes: list[Episode], chunk_size: int, encoder) -> "BCDataset":
+    def from_episodes(cls, episodes: list[Episode], chunk_size: int, encoder) -> BCDataset:
         frames, text, state, targets = [], [], [], []
         embeddings = encoder.encode(sorted({e.instruction for e in episodes}))
         by_text = dict(zip(sorted({e.instruction for e in episodes}), embeddings))

@@ -127,7 +127,7 @@ def _retrieval(adapters, latents: np.ndarray, expert: np.ndarray, base: np.ndarr
                config: DiagnoseConfig, rng: np.random.Generator) -> float:
     """Top-1 rate of a* among [a*, a* + noise (K), a_base], scored by cos(B_v(video), B_a(cand))."""
     k = config.candidates
-    noise = rng.normal(0.0, config.perturb_scale, (len(expert), k) + expert.shape[1:]).astype(np.float32)
+    noise = rng.normal(0.0, config.perturb_scale, (len(expert), k, *expert.shape[1:])).astype(np.float32)
     candidates = np.concatenate([expert[:, None], expert[:, None] + noise, base[:, None]], axis=1)
     z_video = torch.nn.functional.normalize(adapters.video(torch.from_numpy(latents)), dim=-1)
     flat = torch.from_numpy(candidates.reshape(-1, *expert.shape[1:]).astype(np.float32))

@@ -32,12 +32,20 @@ import numpy as np
 import redis
 import torch
 
+from services.common.rollout_record import Record, StepRecord, decode_record
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
 from services.trainer.replay import ReplayBuffer
 from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
-from services.common.rollout_record import Record, StepRecord, decode_record
-from services.trainer.stage2 import (ORACLE_MODES, Stage2Config, StepSample, TrainerMode, decode_step,
-                                     expert_residual_loss, freeze, stage2_loss)
+from services.trainer.stage2 import (
+    ORACLE_MODES,
+    Stage2Config,
+    StepSample,
+    TrainerMode,
+    decode_step,
+    expert_residual_loss,
+    freeze,
+    stage2_loss,
+)
 from w2a_models.adapters import Stage1Adapters
 from w2a_models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from w2a_models.residual import ResidualConfig, ResidualPolicy

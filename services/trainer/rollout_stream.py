@@ -15,8 +15,9 @@ Consumption protocol (Stage 2):
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import redis
 
@@ -67,7 +68,7 @@ class AppliedLedger:
         return list(self.ids)
 
     @classmethod
-    def from_list(cls, ids: list[str], capacity: int = 100_000) -> "AppliedLedger":
+    def from_list(cls, ids: list[str], capacity: int = 100_000) -> AppliedLedger:
         ledger = cls(capacity)
         ledger.add(ids)
         return ledger

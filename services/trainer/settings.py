@@ -77,7 +77,7 @@ class TrainerSettings(BaseSettings):
                              "server logs rollouts to")
         return url
 
-    def trainer_config(self) -> "ResidualTrainerConfig":
+    def trainer_config(self) -> ResidualTrainerConfig:
         from services.trainer.residual_trainer import ResidualTrainerConfig
         from services.trainer.stage2 import Stage2Config
 
@@ -92,7 +92,7 @@ class TrainerSettings(BaseSettings):
                               local_negatives=self.local_negatives, local_noise=self.local_noise,
                               base_negative=self.base_negative))
 
-    def stream_config(self) -> "StreamConfig":
+    def stream_config(self) -> StreamConfig:
         from services.trainer.rollout_stream import StreamConfig
 
         return StreamConfig(stream=self.stream, group=self.group, consumer=self.consumer,

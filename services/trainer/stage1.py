@@ -49,7 +49,7 @@ class Stage1Config:
 def split_by_demo(chunks: ChunkSet, fraction: float, seed: int) -> tuple[ChunkSet, ChunkSet]:
     demos = np.unique(chunks.demo)
     rng = np.random.default_rng(seed)
-    held = rng.choice(demos, size=max(1, int(round(len(demos) * fraction))), replace=False)
+    held = rng.choice(demos, size=max(1, round(len(demos) * fraction)), replace=False)
     mask = np.isin(chunks.demo, held)
     return chunks.subset(~mask), chunks.subset(mask)
 
@@ -105,7 +105,7 @@ def local_scores(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.T
                  actions: torch.Tensor, k: int, scale: float,
                  generator: torch.Generator | None = None) -> torch.Tensor:
     """[B, 1 + k] cosines of each video with its own chunk (column 0) and k noisy copies of it."""
-    noisy = actions[:, None] + scale * torch.randn((len(actions), k) + tuple(actions.shape[1:]),
+    noisy = actions[:, None] + scale * torch.randn((len(actions), k, *tuple(actions.shape[1:])),
                                                    generator=generator)
     zn = model.action(noisy.flatten(0, 1)).view(len(actions), k, -1)
     v = torch.nn.functional.normalize(z_video, dim=-1)

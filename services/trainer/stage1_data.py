@@ -78,7 +78,7 @@ class ChunkSet:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def subset(self, mask: np.ndarray) -> "ChunkSet":
+    def subset(self, mask: np.ndarray) -> ChunkSet:
         return ChunkSet(self.latents[mask], self.actions[mask], self.skill[mask], self.demo[mask],
                         self.skill_names, self.demo_names)
 

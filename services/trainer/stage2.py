@@ -22,7 +22,6 @@ from w2a_models.adapters import Stage1Adapters
 from w2a_models.losses import info_nce
 from w2a_models.residual import ResidualPolicy
 
-
 # What the residual learns from. Only "world_model" is World2Act; the other two are upper bounds
 # that read the simulator's oracle (never available on a real robot) and are reported as such.
 TrainerMode = Literal["world_model", "expert_corrected", "real_future"]

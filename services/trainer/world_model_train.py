@@ -63,7 +63,7 @@ class ClipSource:
     skills: list[list[str]]  # [episode][frame] -> skill text
 
     @classmethod
-    def from_episodes(cls, episodes: list[Episode]) -> "ClipSource":
+    def from_episodes(cls, episodes: list[Episode]) -> ClipSource:
         skills = []
         for ep in episodes:
             texts = [s.description for s in decompose(ep.instruction, ep.task)]

@@ -37,7 +37,7 @@ class WorldModelClient:
     def close(self) -> None:
         self.client.close()
 
-    def __enter__(self) -> "WorldModelClient":
+    def __enter__(self) -> WorldModelClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -94,12 +94,12 @@ class TritonServer:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.ports.http}/v2/health/ready"
 
-    def start(self, timeout: float = 180.0) -> "TritonServer":
+    def start(self, timeout: float = 180.0) -> TritonServer:
         if not (self.model_dir / "transformer").is_dir():
             raise FileNotFoundError(f"{self.model_dir}: not a world-model directory")
         self.workdir.mkdir(parents=True, exist_ok=True)
         backend_dir = prepare_backend_dir(self.workdir)
-        log = open(self.log_file, "ab")
+        log = open(self.log_file, "ab")  # noqa: SIM115 - the child writes to it for its whole life
         self.process = subprocess.Popen(self.command(backend_dir), env=self.environment(),
                                         stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -130,7 +130,7 @@ class TritonServer:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> "TritonServer":
+    def __enter__(self) -> TritonServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -13,7 +13,6 @@ import json
 
 import numpy as np
 
-
 FAILURE_METRIC = "w2a_wm_request_failure_total"
 _failure_family = None  # its MetricFamily, created once per stub process on first use
 
@@ -192,7 +191,7 @@ class GenerateModel(_WorldModelBackend):
                     responses[i] = self._error(f"generate failed: {type(exc).__name__}: {exc}")
                 continue
             for (i, *_), result in zip(items, results):
-                video = result.video if want_video else np.zeros((0,) + shape, np.uint8)
+                video = result.video if want_video else np.zeros((0, *shape), np.uint8)
                 responses[i] = pb.InferenceResponse(output_tensors=[
                     pb.Tensor("FEATURES", result.features[None].astype(np.float32)),
                     pb.Tensor("VIDEO", video[None].astype(np.uint8))])

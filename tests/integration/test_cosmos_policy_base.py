@@ -86,12 +86,10 @@ def test_actions_come_from_the_remote_policy():
 
 def test_server_error_slow_and_down_are_unavailable():
     port = free_port()
-    with CosmosPolicyTestServer(port):
-        with pytest.raises(BaseUnavailable, match="server error"):
-            _base(port, blank_image_keys=()).predict(_batch(1))  # the server needs the wrist keys
-    with CosmosPolicyTestServer(port, delay_s=1.5):
-        with pytest.raises(BaseUnavailable, match="no answer within"):
-            _base(port, call_timeout_s=0.5).predict(_batch(1))
+    with CosmosPolicyTestServer(port), pytest.raises(BaseUnavailable, match="server error"):
+        _base(port, blank_image_keys=()).predict(_batch(1))  # the server needs the wrist keys
+    with CosmosPolicyTestServer(port, delay_s=1.5), pytest.raises(BaseUnavailable, match="no answer within"):
+        _base(port, call_timeout_s=0.5).predict(_batch(1))
     t0 = time.monotonic()
     with pytest.raises(BaseUnavailable):
         _base(port).predict(_batch(1))

@@ -46,17 +46,15 @@ def test_actions_come_from_the_remote_policy():
 
 def test_wrong_token_and_dead_or_slow_server_are_unavailable_never_a_hang():
     port = free_port()
-    with Gr00tTestServer(port, api_token="other"):
-        with pytest.raises(BaseUnavailable, match="Unauthorized"):
-            _base(port).predict(_batch(1))
+    with Gr00tTestServer(port, api_token="other"), pytest.raises(BaseUnavailable, match="Unauthorized"):
+        _base(port).predict(_batch(1))
     base = _base(port, timeout_ms=300)
     t0 = time.monotonic()
     with pytest.raises(BaseUnavailable, match="no reply within"):
         base.predict(_batch(1))  # nobody listens
     assert time.monotonic() - t0 < 2
-    with Gr00tTestServer(port, api_token="tok", delay_s=1.0):
-        with pytest.raises(BaseUnavailable, match="no reply within"):
-            base.predict(_batch(1))
+    with Gr00tTestServer(port, api_token="tok", delay_s=1.0), pytest.raises(BaseUnavailable, match="no reply within"):
+        base.predict(_batch(1))
     with Gr00tTestServer(port, api_token="tok"):  # back: a fresh socket, a good answer
         assert base.predict(_batch(1)).actions.shape == (1, 8, 7)
     base.close()

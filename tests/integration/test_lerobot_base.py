@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from services.policy.backends.lerobot_base import (
-    LeRobotBase, LeRobotBaseConfig, LeRobotNotInstalled, LoadedPolicy, camera_map, load_lerobot_policy)
+    LeRobotBase,
+    LeRobotBaseConfig,
+    LeRobotNotInstalled,
+    LoadedPolicy,
+    camera_map,
+    load_lerobot_policy,
+)
 from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings
@@ -111,7 +117,7 @@ def test_missing_package_or_checkpoint_is_a_clear_error(tmp_path):
         with pytest.raises(LeRobotNotInstalled, match="pip install 'w2a\\[lerobot\\]'"):
             load_lerobot_policy(tmp_path)
     else:
-        with pytest.raises(FileNotFoundError, match="no config.json"):
+        with pytest.raises(FileNotFoundError, match=r"no config.json"):
             load_lerobot_policy(tmp_path)
 
 

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from services.robot_sim.libero_env import (LiberoConfig, LiberoSim, SUITE_MAX_STEPS, official_init_states,
-                                           resolve_task)
+from services.robot_sim.libero_env import SUITE_MAX_STEPS, LiberoConfig, LiberoSim, official_init_states, resolve_task
 from services.robot_sim.seeds import EVAL_SEEDS_START
 
 
@@ -54,7 +53,7 @@ def test_evaluation_seeds_load_the_official_init_states_and_demo_seeds_never_do(
             sim.step(np.zeros(4))
 
 
-@pytest.mark.parametrize("suite,task,skills", [("libero_object", 5, 2), ("libero_10", 0, 4)])
+@pytest.mark.parametrize(("suite", "task", "skills"), [("libero_object", 5, 2), ("libero_10", 0, 4)])
 def test_an_expert_demo_succeeds_and_splits_into_its_plans_skills(tmp_path, suite, task, skills):
     from services.planner.rules import decompose
     from services.robot_sim.libero_experts import collect_libero
@@ -85,6 +84,7 @@ def test_libero_robots_act_through_the_policy_server_on_the_official_init_states
     """Expert demos -> a TinyVLA base with LIBERO's 7-d actions and 36-d state -> a real gRPC
     policy server -> two robot processes on init states 0 and 1: the protocol end to end."""
     from policy_helpers import ROBOT, ServerThread, settings
+
     from services.policy.server import PolicyServer
     from services.robot_sim.libero_experts import collect_libero
     from services.robot_sim.robot import RobotConfig, run_robots, split_seeds, summarise

@@ -9,12 +9,14 @@ import pytest
 
 pytest.importorskip("openpi_client")
 
-from services.common.redis_server import free_port  # noqa: E402
-from services.policy.backends.openpi_base import OpenpiBase, OpenpiBaseConfig  # noqa: E402
-from services.policy.client import PolicyClient  # noqa: E402
-from services.policy.server import PolicyServer  # noqa: E402
-from tests.policy_helpers import ROBOT, SIZE, ServerThread, observation, settings, tiny_base  # noqa: E402
-from w2a_models.base_policy import BaseUnavailable, CameraSpec, ObservationBatch  # noqa: E402
+import contextlib
+
+from services.common.redis_server import free_port
+from services.policy.backends.openpi_base import OpenpiBase, OpenpiBaseConfig
+from services.policy.client import PolicyClient
+from services.policy.server import PolicyServer
+from tests.policy_helpers import ROBOT, SIZE, ServerThread, observation, settings, tiny_base
+from w2a_models.base_policy import BaseUnavailable, CameraSpec, ObservationBatch
 
 
 def _remote(tmp_path, port):
@@ -79,10 +81,8 @@ def test_a_slow_remote_hits_the_call_deadline():
         conns = []
         listener.settimeout(0.2)
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 conns.append(listener.accept()[0])
-            except OSError:
-                pass
         for c in conns:
             c.close()
 

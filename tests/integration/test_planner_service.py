@@ -57,10 +57,12 @@ def test_malformed_then_valid_is_retried():
 
 
 def test_a_plan_longer_than_max_skills_is_cut_and_says_so():
-    with FakeChatServer() as chat:  # always answers two skills
-        with TestClient(create_app(_openai_settings(chat.url, openai_retries=0))) as client:
-            r = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 1})
-            whole = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 4}).json()
+    with (
+        FakeChatServer() as chat,  # always answers two skills
+        TestClient(create_app(_openai_settings(chat.url, openai_retries=0))) as client,
+    ):
+        r = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 1})
+        whole = client.post("/v1/skill-plans", json={"instruction": INSTR, "max_skills": 4}).json()
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body["skills"]) == 1 and body["truncated"] is True and body["total_skills"] == 2
@@ -80,9 +82,11 @@ def test_an_unknown_task_is_named_in_a_warning():
 
 
 def test_always_malformed_is_502_with_a_message():
-    with FakeChatServer([("text", "sure! here are the skills: 1. grasp")]) as chat:
-        with TestClient(create_app(_openai_settings(chat.url))) as client:
-            r = client.post("/v1/skill-plans", json={"instruction": INSTR})
+    with (
+        FakeChatServer([("text", "sure! here are the skills: 1. grasp")]) as chat,
+        TestClient(create_app(_openai_settings(chat.url))) as client,
+    ):
+        r = client.post("/v1/skill-plans", json={"instruction": INSTR})
     assert r.status_code == 502 and "invalid plan" in r.json()["detail"]
     assert len(chat.requests) == 3  # first try + 2 retries
 
@@ -188,7 +192,8 @@ def test_real_uvicorn_process_and_sigterm(tmp_path):
 
 def test_schemathesis_no_server_errors():
     import schemathesis
-    from hypothesis import HealthCheck, given, settings as hsettings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
 
     with FakeChatServer([("obey", None)]) as chat:
         app = create_app(_openai_settings(chat.url, default_backend="rules"))

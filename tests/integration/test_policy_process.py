@@ -80,9 +80,8 @@ def test_tls(tmp_path):
             client.wait_ready(60)
             images, state = observation()
             assert client.act("r", images, state, INSTR).actions.shape == (4, 4)
-        with PolicyClient(f"127.0.0.1:{port}", ROBOT, retries=0, timeout=3) as plain:
-            with pytest.raises(grpc.RpcError):
-                plain.info()
+        with PolicyClient(f"127.0.0.1:{port}", ROBOT, retries=0, timeout=3) as plain, pytest.raises(grpc.RpcError):
+            plain.info()
     finally:
         code, out = _stop(proc)
     assert code == 0, out

@@ -12,7 +12,14 @@ from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.policy.client import AsyncPolicyClient, PolicyClient, act_request, episode_end_request
 from services.policy.server import PolicyServer
 from tests.policy_helpers import (
-    ROBOT, SIZE, TRAINER, ServerThread, observation, residual_blob, settings, tiny_base,
+    ROBOT,
+    SIZE,
+    TRAINER,
+    ServerThread,
+    observation,
+    residual_blob,
+    settings,
+    tiny_base,
 )
 
 INSTR = "pick up the puck and place it at the goal"
@@ -175,24 +182,21 @@ def test_push_swap_tamper_rollback_and_restart(tmp_path, base):
         trainer.close()
         robot.close()
     # restart on the same state dir: the last accepted version is served, with the same weights
-    with ServerThread(PolicyServer(settings(state_dir), base)) as srv:
-        with PolicyClient(srv.target, ROBOT) as robot:
-            again = robot.act("r", images, state, INSTR)
+    with ServerThread(PolicyServer(settings(state_dir), base)) as srv, PolicyClient(srv.target, ROBOT) as robot:
+        again = robot.act("r", images, state, INSTR)
     assert again.version == 2
     np.testing.assert_allclose(again.residual, served.residual, atol=1e-6)
 
 
 def test_half_written_version_is_never_loaded(tmp_path, base):
     state_dir = tmp_path / "state"
-    with ServerThread(PolicyServer(settings(state_dir), base)) as srv:
-        with PolicyClient(srv.target, TRAINER) as trainer:
-            trainer.push_residual(*residual_blob(base, 1))
-            trainer.push_residual(*residual_blob(base, 2, seed=3))
+    with ServerThread(PolicyServer(settings(state_dir), base)) as srv, PolicyClient(srv.target, TRAINER) as trainer:
+        trainer.push_residual(*residual_blob(base, 1))
+        trainer.push_residual(*residual_blob(base, 2, seed=3))
     blob_path = state_dir / "residuals" / "v00000002" / "model.safetensors"
     blob_path.write_bytes(blob_path.read_bytes()[:100])  # as if the disk write was torn
-    with ServerThread(PolicyServer(settings(state_dir), base)) as srv:
-        with PolicyClient(srv.target, ROBOT) as robot:
-            assert robot.info().residual_version == 1
+    with ServerThread(PolicyServer(settings(state_dir), base)) as srv, PolicyClient(srv.target, ROBOT) as robot:
+        assert robot.info().residual_version == 1
 
 
 def test_hot_swap_under_load_has_no_failures(tmp_path, base):

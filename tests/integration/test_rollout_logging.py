@@ -34,9 +34,11 @@ def _served_records(tmp_path, base, act) -> list:
     once the server has stopped (its stop flushes the logger's queue)."""
     with EmbeddedRedis(tmp_path / "redis") as rds:
         logger = RolloutLogger(rds.url, STREAM, tmp_path / "spool")
-        with ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv:
-            with PolicyClient(srv.target, ROBOT) as client:
-                act(client)
+        with (
+            ServerThread(PolicyServer(settings(tmp_path), base, logger)) as srv,
+            PolicyClient(srv.target, ROBOT) as client,
+        ):
+            act(client)
         return stream_records(rds.url, STREAM)
 
 

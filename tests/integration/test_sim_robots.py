@@ -3,9 +3,9 @@ server over gRPC, their steps and episode markers landing in a real Redis Stream
 
 import pytest
 
-from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import RolloutLogger, logged_image
+from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.planner.rules import decompose
 from services.policy.server import PolicyServer
 from services.robot_sim.collect import instruction_for, rollout_expert

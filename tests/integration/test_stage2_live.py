@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import redis
 
-from services.common.rollout_record import ROLLOUT_STREAM
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import RolloutLogger
+from services.common.rollout_record import ROLLOUT_STREAM
 from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from services.world_model.client import WorldModelClient
@@ -98,7 +98,7 @@ def test_the_policy_version_rises_while_a_robot_acts(world_model, tmp_path):
         assert not errors, errors[:3]
         assert versions[0] == 0 and max(versions) >= 3  # the robot got the new residuals live
         assert versions == sorted(versions)  # one robot, one server: versions only go up
-        tensors, manifest = load_checkpoint(tmp_path / "trainer" / "checkpoint")
+        _tensors, manifest = load_checkpoint(tmp_path / "trainer" / "checkpoint")
         assert manifest.config["updates"] >= 3 and manifest.config["applied_ids"]
         client = redis.Redis.from_url(rds.url)
         pending = client.xpending(ROLLOUT_STREAM, "trainer")["pending"]

@@ -219,7 +219,7 @@ def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_mo
         record = _step(i)
         expert = np.clip(record.base, -1, 1) + 0.5  # the teacher always asks for +0.5
         records.append(dataclasses.replace(record, expert_actions=expert.astype(np.float32)))
-    _publish(rds, records + [_step(99)])  # the last has no oracle: skipped in this mode, acked
+    _publish(rds, [*records, _step(99)])  # the last has no oracle: skipped in this mode, acked
     trainer = _trainer(rds, tmp_path / "t", targets=NoWorldModel(), mode="expert_corrected",
                        residual_scale=1.0, loss=Stage2Config(lr=1e-2))
     trainer.ingest(trainer.stream.read())

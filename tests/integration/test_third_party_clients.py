@@ -58,11 +58,13 @@ def test_unauthenticated_and_permission_denied_calls_are_counted_and_logged_with
     caplog.set_level(logging.WARNING, logger="services.policy.auth")
     with PolicyClient(server.target, "guessed-token", retries=0) as intruder:
         for _ in range(3):
-            with pytest.raises(Exception, match="UNAUTHENTICATED|bearer"):
+            with pytest.raises(Exception, match=r"UNAUTHENTICATED|bearer"):
                 intruder.act("r1", images, state, "push the puck")
-    with PolicyClient(server.target, TRAINER, retries=0) as trainer:  # a trainer token may not act
-        with pytest.raises(Exception, match="PERMISSION_DENIED|robot token"):
-            trainer.act("r1", images, state, "push the puck")
+    with (
+        PolicyClient(server.target, TRAINER, retries=0) as trainer,  # a trainer token may not act
+        pytest.raises(Exception, match=r"PERMISSION_DENIED|robot token"),
+    ):
+        trainer.act("r1", images, state, "push the puck")
     assert _rejected(server, "UNAUTHENTICATED") - before["UNAUTHENTICATED"] == 3
     assert _rejected(server, "PERMISSION_DENIED") - before["PERMISSION_DENIED"] == 1
     denials = [r.getMessage() for r in caplog.records if "denied" in r.getMessage()]

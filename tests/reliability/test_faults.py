@@ -245,8 +245,7 @@ def test_policy_server_kill_9_mid_push_serves_the_last_accepted_version(tmp_path
                 from services.policy.client import weight_chunks
 
                 chunks = list(weight_chunks(blob, manifest, chunk_bytes=max(1, len(blob) // 8)))
-                for c in chunks[:4]:
-                    yield c
+                yield from chunks[:4]
                 time.sleep(30)
 
             with PolicyClient(f"127.0.0.1:{port}", TRAINER, retries=0) as trainer:

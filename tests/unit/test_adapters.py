@@ -3,7 +3,11 @@ import torch
 from torch import nn
 
 from w2a_models.adapters import (
-    AdapterConfig, ActionAdapter, ActionDecoder, Stage1Adapters, VideoAdapter,
+    ActionAdapter,
+    ActionDecoder,
+    AdapterConfig,
+    Stage1Adapters,
+    VideoAdapter,
 )
 
 
@@ -43,9 +47,9 @@ def test_adapters_reject_wrong_shapes_with_clear_errors():
         VideoAdapter(cfg)(torch.randn(2, 3, 15))
     with pytest.raises(ValueError, match="8, 4"):
         ActionAdapter(cfg)(torch.randn(2, 4, 8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="embed_dim must be positive"):
         AdapterConfig(embed_dim=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="video_kernel must be odd"):
         AdapterConfig(video_kernel=4)
 
 

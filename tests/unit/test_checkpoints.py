@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from w2a_models.checkpoints import (
-    BLOB_NAME, MANIFEST_NAME, CheckpointError, load_checkpoint, load_module, pack_tensors,
-    save_checkpoint, save_module, unpack_tensors,
+    BLOB_NAME,
+    MANIFEST_NAME,
+    CheckpointError,
+    load_checkpoint,
+    load_module,
+    pack_tensors,
+    save_checkpoint,
+    save_module,
+    unpack_tensors,
 )
 from w2a_models.residual import ResidualConfig, ResidualPolicy
 
@@ -55,7 +62,7 @@ def test_truncated_blob_and_bad_manifest_are_refused(tmp_path):
 
 
 def test_manifest_edited_to_match_a_forged_blob_still_checks_shapes(tmp_path):
-    blob, manifest = pack_tensors({"w": torch.zeros(4)}, version="1")
+    _blob, manifest = pack_tensors({"w": torch.zeros(4)}, version="1")
     forged, forged_manifest = pack_tensors({"w": torch.zeros(5)}, version="1")
     manifest.sha256, manifest.byte_length = forged_manifest.sha256, forged_manifest.byte_length
     with pytest.raises(CheckpointError, match="shapes differ"):

@@ -34,7 +34,7 @@ def test_trajectory_pooling_for_ablation():
     np.testing.assert_allclose(pv[0], v.mean(0))
     cv, ca = align_pairs(v, a, "chunk")
     assert cv is v and ca is a
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="video chunks but 4 action chunks"):
         align_pairs(v, a[:4])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no chunks"):
         trajectory_pool(np.zeros((0, 3)))

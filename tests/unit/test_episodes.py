@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from w2a_models.episodes import (
-    Episode, EpisodeFormatError, EpisodeStore, find_episode_files, read_episode, write_episode,
+    Episode,
+    EpisodeFormatError,
+    EpisodeStore,
+    find_episode_files,
+    read_episode,
+    write_episode,
 )
 
 
@@ -35,10 +40,10 @@ def test_corrupted_file_names_the_file(tmp_path):
     path = write_episode(tmp_path / "ep.npz", make_episode())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(EpisodeFormatError, match="ep.npz"):
+    with pytest.raises(EpisodeFormatError, match=r"ep.npz"):
         read_episode(path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
-    with pytest.raises(EpisodeFormatError, match="junk.npz"):
+    with pytest.raises(EpisodeFormatError, match=r"junk.npz"):
         read_episode(tmp_path / "junk.npz")
 
 
@@ -62,7 +67,7 @@ def test_wrong_shapes_name_the_file(tmp_path):
         with pytest.raises(EpisodeFormatError, match=name):
             read_episode(path)
     no_gripper = {k: v for k, v in good.items() if k != "gripper"}
-    with pytest.raises(EpisodeFormatError, match="missing arrays.*gripper"):
+    with pytest.raises(EpisodeFormatError, match=r"missing arrays.*gripper"):
         read_episode(_write_raw(tmp_path / "missing.npz", **no_gripper))
 
 
@@ -71,13 +76,13 @@ def test_pickled_objects_are_never_loaded(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, frames=ep.frames, actions=ep.actions, state=ep.state, gripper=ep.gripper,
              instruction=np.array([{"a": 1}], dtype=object), task=np.array("t"))
-    with pytest.raises(EpisodeFormatError, match="evil.npz"):
+    with pytest.raises(EpisodeFormatError, match=r"evil.npz"):
         read_episode(path)
 
 
 def test_bad_index_is_reported(tmp_path):
     (tmp_path / "index.json").write_text("[1, 2")
-    with pytest.raises(EpisodeFormatError, match="index.json"):
+    with pytest.raises(EpisodeFormatError, match=r"index.json"):
         EpisodeStore(tmp_path)
     with pytest.raises(EpisodeFormatError, match="no such directory"):
         find_episode_files(tmp_path / "nope")

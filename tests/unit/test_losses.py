@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from w2a_models.adapters import AdapterConfig, ActionAdapter, VideoAdapter
+from w2a_models.adapters import ActionAdapter, AdapterConfig, VideoAdapter
 from w2a_models.losses import Stage1LossConfig, info_nce, reconstruction_loss, stage1_loss
 
 
@@ -94,7 +94,7 @@ def test_stage1_loss_combines_with_weights():
     assert out.reconstruction.item() == pytest.approx(((recon - acts) ** 2).mean().item(), rel=1e-6)
     assert out.total.item() == pytest.approx(
         2.0 * info_nce(zv, za, 0.1).item() + 0.5 * out.reconstruction.item(), rel=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="shape mismatch"):
         reconstruction_loss(torch.zeros(2, 3), torch.zeros(3, 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
         Stage1LossConfig(temperature=0)

@@ -81,7 +81,7 @@ def test_reuse_links_an_earlier_runs_pretraining_and_refuses_a_different_profile
     (earlier / "report.json").write_text(json.dumps({"profile": old_profile, "stage1": {}}))
     (tmp_path / "s2").mkdir()
     assert reuse_pretraining(earlier, tmp_path / "s2", p)["reused"] == ["pretraining", "stage1"]
-    with pytest.raises(ValueError, match="no report.json"):
+    with pytest.raises(ValueError, match=r"no report.json"):
         reuse_pretraining(tmp_path / "nothing", out, p)
     (earlier / "stage1_pooled_dit").rmdir()
     with pytest.raises(ValueError, match="missing stage1_pooled_dit"):

@@ -45,5 +45,5 @@ def test_residual_validates_inputs():
         policy(torch.randn(2, 9), torch.randn(2, 8, 4))
     with pytest.raises(ValueError, match="base_actions"):
         policy(torch.randn(2, 10), torch.randn(2, 4, 8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="scale must be > 0"):
         ResidualConfig(obs_dim=4, scale=0)

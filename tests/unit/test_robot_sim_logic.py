@@ -1,7 +1,7 @@
 import pytest
 
-from services.robot_sim.robot import split_seeds
 from services.robot_sim.metaworld_env import SimConfig
+from services.robot_sim.robot import split_seeds
 from services.robot_sim.seeds import EVAL_SEEDS_START, ROLLOUT_SEEDS_START, check_eval_seed
 from w2a_models.stats import wilson_ci95
 
@@ -28,7 +28,7 @@ def test_evaluation_seeds_cannot_overlap_demo_or_rollout_seeds():
 
 
 def test_scene_settings_are_checked_with_a_message():
-    with pytest.raises(ValueError, match="unknown camera 'cornr'.*front"):
+    with pytest.raises(ValueError, match=r"unknown camera 'cornr'.*front"):
         SimConfig(camera="cornr")
     with pytest.raises(ValueError, match="action_repeat"):
         SimConfig(action_repeat=0)

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 
 from services.common.rollout_log import logged_image, logged_image_entry, pack_record, unpack_record
-from services.common.rollout_record import (RECORD_FORMAT, EpisodeEnd, RecordError, StepRecord, decode_record,
-                                            read_array, wire_array)
+from services.common.rollout_record import (
+    RECORD_FORMAT,
+    EpisodeEnd,
+    RecordError,
+    StepRecord,
+    decode_record,
+    read_array,
+    wire_array,
+)
 
 # Two records in the first wire format, as services/policy/server.py wrote them up to d8633e9
 # (arrays as bare float32 bytes, action shapes in "chunk", no "v").

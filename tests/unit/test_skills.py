@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 
 from w2a_models.skills import (
-    SegmenterConfig, Segment, align_skills, boundaries_in_sync, change_points, debounce,
-    segment_by_gripper, segment_by_motion, segment_episode, sync_rate,
+    Segment,
+    SegmenterConfig,
+    align_skills,
+    boundaries_in_sync,
+    change_points,
+    debounce,
+    segment_by_gripper,
+    segment_by_motion,
+    segment_episode,
+    sync_rate,
 )
 
 
@@ -58,7 +66,7 @@ def test_selection_prefers_gripper_only_for_real_grasps():
     assert segment_episode(np.zeros(T), ee).segmenter == "motion"
     assert segment_episode(gripper, ee, None).segmenter == "gripper"
     assert segment_episode(gripper, ee, resting, force="gripper").segmenter == "gripper"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="gripper has 10 steps but ee_pos has"):
         segment_episode(gripper[:10], ee)
 
 
@@ -71,7 +79,7 @@ def test_alignment_and_sync_rate():
     assert boundaries_in_sync([10, 31], [11, 30], tolerance=2)
     assert not boundaries_in_sync([10], [10, 30])
     assert sync_rate([([10], [11]), ([10], [20]), ([5, 9], [5, 9]), ([], [])]) == 0.75
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one episode"):
         sync_rate([])
 
 

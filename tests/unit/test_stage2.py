@@ -39,7 +39,7 @@ def test_gradients_reach_only_the_residual_and_the_loss_falls():
 
 def test_needs_in_batch_negatives():
     adapters, residual, features, base, video = _setup()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 2 chunks"):
         stage2_loss(adapters, residual, features[:1], base[:1], video[:1])
 
 

@@ -13,7 +13,7 @@ def test_mcnemar_matches_a_hand_computed_sign_test():
     assert mcnemar_exact(2, 7) == mcnemar_exact(7, 2)
     assert mcnemar_exact(0, 0) == 1.0
     assert mcnemar_exact(5, 5) == 1.0  # capped, never above 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="discordant counts must be >= 0"):
         mcnemar_exact(-1, 3)
 
 

@@ -19,7 +19,7 @@ def test_chunk_latents_follow_the_frame_convention():
     chunks = chunk_latents(feats, chunk_size=8)  # L = 2 latent frames per chunk
     assert chunks.shape == (3, 2, 3)
     np.testing.assert_array_equal(chunks[:, :, 0], [[1, 2], [3, 4], [5, 6]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be a multiple of"):
         chunk_latents(feats, chunk_size=6)
 
 

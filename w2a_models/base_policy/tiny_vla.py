@@ -110,7 +110,7 @@ class TinyVLA:
                         config={"kind": "tiny-vla", **asdict(self.net.config)})
 
     @classmethod
-    def load(cls, directory: str | Path, encoder=None) -> "TinyVLA":
+    def load(cls, directory: str | Path, encoder=None) -> TinyVLA:
         tensors, manifest = load_checkpoint(directory)
         config = {k: v for k, v in manifest.config.items() if k != "kind"}
         net = TinyVLANet(TinyVLAConfig(**config))

@@ -119,7 +119,7 @@ class WorldModel:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, config: WorldModelConfig = WorldModelConfig(),
-                        sentence_encoder=None) -> "WorldModel":
+                        sentence_encoder=None) -> WorldModel:
         from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, FlowMatchEulerDiscreteScheduler
 
         directory = Path(directory)

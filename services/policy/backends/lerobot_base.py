@@ -24,9 +24,10 @@ Camera names: by default a LeRobot image feature ``observation.images.front`` be
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -9,6 +9,7 @@ reconnects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -59,10 +60,8 @@ class OpenpiBase:
     def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
-                client._ws.close()  # unblocks a recv stuck on a dead server
-            except Exception:  # noqa: BLE001 - already broken
-                pass
+            with contextlib.suppress(Exception):  # already broken; closing unblocks a recv stuck on it
+                client._ws.close()
 
     def _call(self, fn, timeout: float, what: str):
         future = self._pool.submit(fn)
