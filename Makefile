@@ -13,9 +13,10 @@ $(BIN)/python:
 	bash scripts/system-deps.sh
 	$(PY) -m venv $(VENV)
 
-# Re-install when the project metadata changes.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+# Re-install when the project metadata changes. The robot client package comes first in the same
+# command: the main package depends on it and it is not on PyPI.
+$(STAMP): pyproject.toml packages/w2a-client/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e packages/w2a-client -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

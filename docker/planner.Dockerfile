@@ -10,7 +10,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY w2a_models ./w2a_models
 COPY services ./services
-RUN pip install --extra-index-url "$TORCH_INDEX" .
+COPY packages ./packages
+RUN pip install --extra-index-url "$TORCH_INDEX" ./packages/w2a-client .
 
 FROM python:3.11.11-slim-bookworm AS runtime
 RUN groupadd --gid 10001 w2a && useradd --uid 10001 --gid w2a --no-create-home --shell /usr/sbin/nologin w2a

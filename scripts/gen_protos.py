@@ -1,7 +1,8 @@
-"""Generate the Python gRPC stubs from protos/ into services/common/proto/ (``make protos``).
+"""Generate the Python gRPC stubs from protos/ into the robot client package (``make protos``):
+packages/w2a-client/src/w2a_client/proto/.
 
 grpc_tools writes absolute imports (``from w2a.v1 import policy_pb2``); they are rewritten to
-relative ones so the stubs live inside the ``services.common.proto`` package.
+relative ones so the stubs live inside the ``w2a_client.proto`` package.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
-DEFAULT_OUT = ROOT / "services" / "common" / "proto"
+DEFAULT_OUT = ROOT / "packages" / "w2a-client" / "src" / "w2a_client" / "proto"
 
 
 def generate(out: Path = DEFAULT_OUT) -> list[Path]:

@@ -58,7 +58,7 @@ def policy_server_process(base_dir: Path, state_dir: Path, redis_url: str | None
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "policy"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from services.policy.client import PolicyClient
+        from w2a_client.client import PolicyClient
 
         with PolicyClient(f"127.0.0.1:{port}", ROBOT) as probe:
             probe.wait_ready(120)
@@ -81,7 +81,7 @@ async def _load(target: str, robots: int, seconds: float, size: int, stream: boo
     """``robots`` closed-loop robots for ``seconds``: each holds one ``StreamAct`` session (as
     robot controllers do) or, with ``stream=False``, makes one unary ``Act`` call per step;
     ``encoding``: how they send their camera frame (raw, jpeg, png)."""
-    from services.policy.client import AsyncPolicyClient, act_request
+    from w2a_client.client import AsyncPolicyClient, act_request
 
     images, state = _observation(size)
     latencies: list[float] = []
@@ -306,8 +306,8 @@ def bench_policy(robots: int = 16, seconds: float = 5.0, image_size: int = 64, s
 
 def bench_weights(pushes: int = 10, robots: int = 4, image_size: int = 64, progress=print) -> dict:
     import torch
+    from w2a_client.client import PolicyClient
 
-    from services.policy.client import PolicyClient
     from w2a_models.checkpoints import pack_tensors
     from w2a_models.residual import ResidualConfig, ResidualPolicy
 

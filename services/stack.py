@@ -177,7 +177,7 @@ class Stack:
               s.log_file, self.config.ready_timeout_s)
 
     def _start_policy(self) -> None:
-        from services.policy.client import PolicyClient
+        from w2a_client.client import PolicyClient
 
         port = self.config.policy_port or free_port()
         env = {"W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": str(free_port()),
@@ -318,7 +318,8 @@ def _alive(pid: int | None) -> bool:
 
 def stack_status(run_dir: Path) -> dict:
     """Health of every service of a running stack, and the policy version served."""
-    from services.policy.client import PolicyClient
+    from w2a_client.client import PolicyClient
+
     from services.world_model.client import WorldModelClient
 
     state = read_state(run_dir)

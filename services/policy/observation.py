@@ -9,8 +9,8 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
 from services.policy.service import InvalidRequest, RobotStep
 from w2a_models.base_policy import PolicySpec
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
+from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 from services.common.rollout_log import RolloutLogger
 from services.policy.auth import Authenticator, Role
 from services.policy.engine import BatchConfig, PolicyEngine

@@ -159,8 +159,8 @@ class ExpertTeacher:
         return np.stack(actions).astype(np.float32), frames
 
     def oracle(self, sim):
-        from services.common.proto.w2a.v1 import policy_pb2 as pb
-        from services.policy.client import image_proto
+        from w2a_client.client import image_proto
+        from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
         actions, frames = self.expert_chunk(sim)
         return pb.SimOracle(expert_actions=actions.ravel().tolist(),
@@ -189,7 +189,7 @@ class _Requests:
 
 def run_episode(client, sim: Simulator, config: RobotConfig, seed: int, episode_id: str,
                 teacher: ExpertTeacher | None = None) -> EpisodeResult:
-    from services.policy.client import ActionChunk, act_request, episode_end_request
+    from w2a_client.client import ActionChunk, act_request, episode_end_request
 
     instruction = sim.instruction
     tracker = SkillTracker(instruction, sim.task_name, config.action_repeat)
@@ -260,8 +260,7 @@ def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
-
-    from services.policy.client import PolicyClient
+    from w2a_client.client import PolicyClient
 
     torch.set_num_threads(1)
     results = []

@@ -46,7 +46,7 @@ def check_finite(tensors: dict[str, torch.Tensor]) -> None:
 class WeightPusher:
     def __init__(self, client, metrics=None, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
                  push_timeout_s: float = 30.0) -> None:
-        self.client = client  # services.policy.client.PolicyClient with the trainer token
+        self.client = client  # w2a_client.client.PolicyClient with the trainer token
         self.metrics = metrics
         self.backoff_s, self.max_backoff_s, self.push_timeout_s = backoff_s, max_backoff_s, push_timeout_s
         self.pushed_version = 0  # last version the server accepted from us

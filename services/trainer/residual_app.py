@@ -7,9 +7,9 @@ import signal
 import threading
 
 import redis
+from w2a_client.client import PolicyClient
 
 from services.common.settings import setup_process
-from services.policy.client import PolicyClient
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.pusher import WeightPusher
 from services.trainer.residual_trainer import ResidualTrainer

@@ -5,10 +5,10 @@ import time
 import grpc
 import numpy as np
 import pytest
+from w2a_client.client import PolicyClient
 
 from services.common.redis_server import free_port
 from services.policy.backends.gr00t_base import Gr00tBase, Gr00tBaseConfig
-from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from tests.gr00t_helpers import Gr00tTestServer, toy_actions
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings

@@ -10,6 +10,7 @@ this machine's torch; see pyproject's ``lerobot`` extra).
 import numpy as np
 import pytest
 import torch
+from w2a_client.client import PolicyClient
 
 from services.policy.backends.lerobot_base import (
     LeRobotBase,
@@ -19,7 +20,6 @@ from services.policy.backends.lerobot_base import (
     camera_map,
     load_lerobot_policy,
 )
-from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings
 from w2a_models.base_policy import BaseUnavailable, ObservationBatch

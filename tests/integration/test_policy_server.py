@@ -7,9 +7,9 @@ import time
 import grpc
 import numpy as np
 import pytest
+from w2a_client.client import AsyncPolicyClient, PolicyClient, act_request, episode_end_request
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.policy.client import AsyncPolicyClient, PolicyClient, act_request, episode_end_request
 from services.policy.server import PolicyServer
 from tests.policy_helpers import (
     ROBOT,
@@ -118,7 +118,7 @@ def test_bad_inputs_are_invalid_argument_naming_the_field(server):
         code, _ = _code(lambda: client.stub.Act(huge, metadata=client.metadata, timeout=5))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         # the simulator's oracle is checked like any field (chunk 4 x 4 = 16 values, 5 frames)
-        from services.policy.client import act_request, image_proto
+        from w2a_client.client import act_request, image_proto
 
         frame = images["corner"]
         bad_oracles = {

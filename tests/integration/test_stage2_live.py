@@ -13,11 +13,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import redis
+from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import RolloutLogger
 from services.common.rollout_record import ROLLOUT_STREAM
-from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from services.world_model.client import WorldModelClient
 from services.world_model.launcher import TritonPorts, TritonServer

@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2 as messages
+from w2a_client.client import PolicyClient
 
-from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, TRAINER, ServerThread, observation, settings, tiny_base
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from w2a_client.client import PolicyClient, weight_chunks
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.policy.client import PolicyClient, weight_chunks
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, TRAINER, ServerThread, observation, residual_blob, tiny_base
 from tests.policy_helpers import settings as policy_settings
@@ -172,7 +172,7 @@ def test_generated_grpc_messages_never_crash_the_server(served, report):
     send()
     # truncated streams: open StreamAct, send part of a session, walk away
     images, state = observation()
-    from services.policy.client import act_request
+    from w2a_client.client import act_request
 
     stream = channel.stream_stream("/w2a.v1.PolicyService/StreamAct",
                                    request_serializer=pb.ActRequest.SerializeToString,

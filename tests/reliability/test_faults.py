@@ -12,11 +12,11 @@ from dataclasses import asdict
 import grpc
 import numpy as np
 import redis
+from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image_entry, pack_record, unpack_record
 from services.common.rollout_record import ROLLOUT_STREAM, StepRecord
-from services.policy.client import PolicyClient
 from services.policy.server import PolicyServer
 from services.trainer.residual_trainer import ResidualTrainer, ResidualTrainerConfig
 from services.trainer.rollout_stream import RolloutStream, StreamConfig, group_lag
@@ -242,7 +242,7 @@ def test_policy_server_kill_9_mid_push_serves_the_last_accepted_version(tmp_path
             blob, manifest = residual_blob(base, accepted + 1, parent=accepted, seed=k + 2)
 
             def slow_chunks(blob=blob, manifest=manifest):  # a push that never finishes: the server dies
-                from services.policy.client import weight_chunks
+                from w2a_client.client import weight_chunks
 
                 chunks = list(weight_chunks(blob, manifest, chunk_bytes=max(1, len(blob) // 8)))
                 yield from chunks[:4]

@@ -9,11 +9,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from w2a_client.client import act_request
+from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
 from services.bench import ROBOT, _tiny_base, policy_server_process
-from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 from services.common.redis_server import EmbeddedRedis
-from services.policy.client import act_request
 from tests.reliability.conftest import QUICK
 
 SECONDS = 6.0 if QUICK else 30.0

@@ -16,7 +16,7 @@ def _load_generator():
 def test_committed_stubs_are_not_stale(tmp_path):
     gen = _load_generator()
     fresh = {p.relative_to(tmp_path): p.read_text() for p in gen.generate(tmp_path)}
-    committed_root = ROOT / "services" / "common" / "proto"
+    committed_root = ROOT / "packages" / "w2a-client" / "src" / "w2a_client" / "proto"
     assert fresh, "generator produced nothing"
     for rel, text in fresh.items():
         committed = committed_root / rel

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 import grpc
 import numpy as np
 
-from services.common.proto.w2a.v1 import policy_pb2 as pb
-from services.common.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
+from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # a robot-side client needs no torch: the manifest is only a type here
     from w2a_models.checkpoints import Manifest
