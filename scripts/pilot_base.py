@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--action-repeat", type=int, default=None)
     ap.add_argument("--max-steps", type=int, default=None, help="policy steps; LIBERO default: the suite's limit")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--state-std-floor", type=float, default=0.0, help="base_bc.BCConfig.state_std_floor")
     ap.add_argument("--demo-noise", type=float, default=0.0,
                     help="LIBERO: perturbed execution of the demos (libero_experts.ActionNoise std)")
     args = ap.parse_args()
@@ -97,10 +98,11 @@ def main() -> None:
     for n in counts:
         subset = _base_subset(data, args.out / f"base_data_{n}", n, tasks)
         for steps in step_counts:
-            base_dir = args.out / f"base_{n}_{steps}"
+            floor = f"_floor{args.state_std_floor:g}" if args.state_std_floor else ""
+            base_dir = args.out / f"base_{n}_{steps}{floor}"
             started = time.monotonic()
             if not (base_dir / "train_report.json").exists():
-                _train_base((subset, base_dir, steps))
+                _train_base((subset, base_dir, steps, args.state_std_floor))
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
@@ -109,7 +111,8 @@ def main() -> None:
                 for result in pool.map(_evaluate, evals):
                     k, m = result["successes"], result["episodes"]
                     lo, hi = wilson_ci95(k, m)
-                    row = {"demos": n, "base_steps": steps, "task": result["task"], "episodes": m,
+                    row = {"demos": n, "base_steps": steps, "state_std_floor": args.state_std_floor,
+                           "demo_noise": args.demo_noise, "task": result["task"], "episodes": m,
                            "success_rate": k / m, "ci95": [lo, hi], "mean_steps": result["mean_steps"],
                            "train_s": round(trained, 1)}
                     rows.append(row)

@@ -71,6 +71,7 @@ class DemoProfile:
     # LIBERO demos with perturbed execution (libero_experts.ActionNoise): the base then learns to
     # come back to the expert's path. 0 = the expert's own actions.
     demo_action_noise: float = 0.0
+    base_state_std_floor: float = 0.0  # base_bc.BCConfig.state_std_floor (LIBERO: the hand's orientation)
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for upper-bound and ablation arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -127,17 +128,20 @@ PROFILES = {
 
 # LIBERO (issue 19): four LIBERO-Object tasks and a two-object LIBERO-10 task, the World2Act arm
 # only (the upper bounds need Meta-World's simulator oracle), evaluation on the 50 official init
-# states per task. The demo and base counts are a first guess, not yet measured against the
-# 25-65 % base range the experiment needs.
+# states per task. The base from scripts/pilot_base.py on sampled placements (docs/libero.md): cloned
+# from noise-free demos it is 0/10 everywhere; with perturbed demos (ActionNoise 0.3) and a state
+# scale floor of 0.05, 4 demos per task and 3000 steps give 0.00 / 0.38 / 0.75 / 0.38 / 0.00 (8
+# episodes each); 10 demos gave 0.38 / 0.00 / 0.00 / 0.25 on the object tasks (no better), so 4.
 _LIBERO = dict(sim="libero", tasks=("libero_object:0", "libero_object:1", "libero_object:2", "libero_object:3",
                                     "libero_10:0"),
-               camera="agentview", image_size=64, action_repeat=1, max_steps=0, arms=("w2a",))
+               camera="agentview", image_size=64, action_repeat=1, max_steps=0, arms=("w2a",),
+               demo_action_noise=0.3, base_state_std_floor=0.05)
 PROFILES["libero"] = DemoProfile(
-    "libero", **_LIBERO, demos_per_task=12, base_demos_per_task=4, wm_vae_steps=200, wm_dit_steps=1500,
-    wm_latent_clips=800, stage1_steps=1000, rollout_rounds=3, rollout_episodes_per_task=6, eval_episodes=50,
-    upper_eval_episodes=50, residual_scale=1.0, residual_max_norm=2.0, trainer_lr=1e-3, push_every=1,
-    trainer_steps_per_batch=30, trainer_replay_batch=96, wm_features="latent_map", stage1_same_index=True,
-    stage1_perturbed=8, local_negatives=8, base_negative=True, wm_sampling_steps=8)
+    "libero", **_LIBERO, demos_per_task=10, base_demos_per_task=4, base_steps=3000, wm_vae_steps=200,
+    wm_dit_steps=1500, wm_latent_clips=800, stage1_steps=1000, rollout_rounds=3, rollout_episodes_per_task=6,
+    eval_episodes=50, upper_eval_episodes=50, residual_scale=1.0, residual_max_norm=2.0, trainer_lr=1e-3,
+    push_every=1, trainer_steps_per_batch=30, trainer_replay_batch=96, wm_features="latent_map",
+    stage1_same_index=True, stage1_perturbed=8, local_negatives=8, base_negative=True, wm_sampling_steps=8)
 # every phase on LIBERO, nothing meant to be good (a local smoke run of the loop)
 PROFILES["libero-tiny"] = DemoProfile(
     "libero-tiny", **{**_LIBERO, "tasks": ("libero_object:0",), "max_steps": 40}, demos_per_task=3,
@@ -201,7 +205,7 @@ def _collect_task(args: tuple) -> dict:
 
 
 def _train_base(args: tuple) -> dict:
-    data, out, steps = args
+    data, out, steps, state_std_floor = args
     import torch
 
     from services.trainer.base_bc import BCConfig, train_base
@@ -209,7 +213,8 @@ def _train_base(args: tuple) -> dict:
     torch.set_num_threads(1)
     # every one of the few base demos is trained on (no hold-out): "4 demos" means 4
     report = train_base(data, out, config=BCConfig(steps=steps, eval_every=max(1, min(200, steps)),
-                                                   holdout_fraction=0.0), progress=False)
+                                                   holdout_fraction=0.0, state_std_floor=state_std_floor),
+                        progress=False)
     return {k: v for k, v in report.items() if k != "history"}
 
 
@@ -462,7 +467,7 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
                     f"model on all of them")
         base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps))
+            base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps, p.base_state_std_floor))
             wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
                 vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
             report["base"] = base_job.result()

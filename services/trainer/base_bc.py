@@ -23,6 +23,7 @@ class BCConfig:
     holdout_fraction: float = 0.2
     seed: int = 0
     eval_every: int = 200
+    state_std_floor: float = 0.0  # see TinyVLANet.set_normalisation; LIBERO needs ~0.05
 
 
 @dataclass
@@ -100,7 +101,7 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     hold = BCDataset.from_episodes([read_episode(p) for p in hold_paths], model.chunk_size,
                                    encoder) if hold_paths else None
     net = TinyVLANet(model)
-    net.set_normalisation(train.state, train.targets.reshape(-1, model.action_dim))
+    net.set_normalisation(train.state, train.targets.reshape(-1, model.action_dim), config.state_std_floor)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
     rng = np.random.default_rng(config.seed)

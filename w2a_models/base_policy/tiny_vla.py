@@ -58,9 +58,13 @@ class TinyVLANet(nn.Module):
         self.register_buffer("action_mean", torch.zeros(config.action_dim))
         self.register_buffer("action_std", torch.ones(config.action_dim))
 
-    def set_normalisation(self, states: np.ndarray, actions: np.ndarray) -> None:
+    def set_normalisation(self, states: np.ndarray, actions: np.ndarray, state_std_floor: float = 0.0) -> None:
+        """``state_std_floor``: the smallest scale a state dimension is divided by. A dimension the
+        demos barely vary (LIBERO's hand orientation: the experts never rotate) otherwise turns a
+        1-2 cm or 0.02 quaternion drift into many standard deviations, and the cloned policy leaves
+        its data one chunk into a rollout."""
         self.state_mean.copy_(torch.as_tensor(states.mean(0)))
-        self.state_std.copy_(torch.as_tensor(states.std(0) + 1e-3))
+        self.state_std.copy_(torch.as_tensor(np.maximum(states.std(0), state_std_floor) + 1e-3))
         self.action_mean.copy_(torch.as_tensor(actions.mean(0)))
         self.action_std.copy_(torch.as_tensor(actions.std(0) + 1e-3))
 
