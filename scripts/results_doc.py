@@ -1,6 +1,9 @@
-"""Turn a ``w2a demo --profile full`` report into ``docs/results.md`` and ``docs/results.json``.
+"""Turn a ``w2a demo --profile full`` report into ``docs/results.md`` and ``docs/results.json``
+(a ``--profile libero`` report into ``docs/results-libero.md`` / ``.json``, rows by suite and task).
 
     python scripts/results_doc.py runs/<timestamp>/report.json --command "w2a demo --profile full"
+    python scripts/results_doc.py runs/libero1/report.json --command "w2a demo --profile libero" \
+        --name results-libero
 
 The numbers are copied from the report, never edited; the markdown adds the machine, the exact
 command, the phase timings and the reading of the result.
@@ -64,22 +67,45 @@ def machine() -> str:
     return f"{platform.machine()} Linux, {cpus} CPU cores{mem}, no GPU, Python {platform.python_version()}"
 
 
+SUITE_NAMES = {"libero_object": "LIBERO-Object", "libero_spatial": "LIBERO-Spatial", "libero_goal": "LIBERO-Goal",
+               "libero_10": "LIBERO-Long (LIBERO-10)"}
+
+
+def task_row_label(task: str) -> str:
+    """'libero_object:3' -> 'LIBERO-Object | 3: pick up the bbq sauce …' (the paper's rows); a
+    Meta-World task as it is, in one cell."""
+    suite, sep, index = task.partition(":")
+    if not sep or suite not in SUITE_NAMES:
+        return task
+    from services.robot_sim.libero_env import resolve_task
+
+    return f"{SUITE_NAMES[suite]} | {index}: {resolve_task(suite, index).instruction}"
+
+
 def render(s: dict, command: str, reading: str) -> str:
     p = s["profile"]
-    lines = ["# World2Act on Meta-World: the full-profile result", "",
+    libero = p.get("sim") == "libero"
+    evaluation = (f"evaluation: the suite's {p['eval_episodes']} official init states per task (LIBERO's "
+                  "protocol; demos and rollouts come from sampled placements, never these), both arms on "
+                  "the same ones" if libero else
+                  f"evaluation: {p['eval_episodes']} episodes per task and arm on evaluation seeds never "
+                  "used for anything else (both arms on the same seeds)")
+    lines = [f"# World2Act on {'LIBERO' if libero else 'Meta-World'}: the `--profile {p['name']}` result", "",
              f"Command: `{command}` (on a clean checkout, after `make install`).", "",
              f"Machine: {machine()}. Total {s['total_seconds'] / 60:.0f} min.", "",
              f"Tasks: {', '.join(p['tasks'])}. Expert demos per task: {p['demos_per_task']} (world model, "
              f"Stage 1); the base VLA was trained on {p['base_demos_per_task']} per task, deliberately "
              f"few. Rollouts: {p['rollout_rounds']} rounds x {p['rollout_episodes_per_task']} episodes per "
-             f"task on rollout seeds; evaluation: {p['eval_episodes']} episodes per task and arm on "
-             f"evaluation seeds never used for anything else (both arms on the same seeds).", "",
+             f"task on rollout seeds; {evaluation}.", "",
              "## Before / after", "",
-             "| task | episodes per arm | base | w2a (base + residual) | difference |",
-             "| --- | --- | --- | --- | --- |"]
+             *(["| suite | task | episodes per arm | base | base + World2Act | difference |",
+                "| --- | --- | --- | --- | --- | --- |"] if libero else
+               ["| task | episodes per arm | base | w2a (base + residual) | difference |",
+                "| --- | --- | --- | --- | --- |"])]
     for t in s["tasks"]:
         p_text = "" if t.get("p_value") is None else f", p = {t['p_value']:.2g}"
-        lines.append(f"| {t['task']} | {t['episodes']} | {t['base_success_rate']:.2f} "
+        lines.append(f"| {task_row_label(t['task']) if libero else t['task']} | {t['episodes']} | "
+                     f"{t['base_success_rate']:.2f} "
                      f"[{t['base_ci95'][0]:.2f}, {t['base_ci95'][1]:.2f}] | {t['w2a_success_rate']:.2f} "
                      f"[{t['w2a_ci95'][0]:.2f}, {t['w2a_ci95'][1]:.2f}] | "
                      f"{100 * (t['w2a_success_rate'] - t['base_success_rate']):+.0f} points{p_text} |")
@@ -127,6 +153,7 @@ def main() -> None:
     parser.add_argument("--reading", type=Path, help="Markdown file with the reading of the result.")
     parser.add_argument("--wm-eval", type=Path, help="`w2a wm-eval --json` output, when the report has none.")
     parser.add_argument("--diagnostics", type=Path, help="`w2a diagnose links` output on the same run.")
+    parser.add_argument("--name", default="results", help="docs/<name>.md and docs/<name>.json")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     if args.wm_eval:
@@ -139,9 +166,9 @@ def main() -> None:
     docs.mkdir(exist_ok=True)
     keys = ("tasks", "stage1", "stage2", "stage2_arms", "paired_arms", "diagnostics", "sync_rate",
             "world_model_eval", "phase_seconds", "total_seconds")
-    (docs / "results.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
-    (docs / "results.md").write_text(render(s, args.command, reading))
-    print(f"wrote {docs / 'results.md'} and {docs / 'results.json'}")
+    (docs / f"{args.name}.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
+    (docs / f"{args.name}.md").write_text(render(s, args.command, reading))
+    print(f"wrote {docs / (args.name + '.md')} and {docs / (args.name + '.json')}")
 
 
 if __name__ == "__main__":

@@ -356,11 +356,11 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
     """A fresh policy server (residual v0) and trainer in the arm's mode, on-policy rollout
     rounds on rollout seeds while it learns and pushes, then the final checkpoint and push."""
     import redis
-    from w2a_client.client import PolicyClient
 
     from services.policy.settings import PolicySettings
     from services.robot_sim.robot import result_dict, run_robots, split_seeds
     from services.trainer.settings import TrainerSettings
+    from w2a_client.client import PolicyClient
 
     mode, oracle = ARM_MODES[arm]
     stream = f"{ROLLOUT_STREAM}:{arm}"

@@ -318,9 +318,8 @@ def _alive(pid: int | None) -> bool:
 
 def stack_status(run_dir: Path) -> dict:
     """Health of every service of a running stack, and the policy version served."""
-    from w2a_client.client import PolicyClient
-
     from services.world_model.client import WorldModelClient
+    from w2a_client.client import PolicyClient
 
     state = read_state(run_dir)
     out = {"supervisor_alive": _alive(state["supervisor_pid"]), "services": {}}

@@ -9,9 +9,9 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
 from services.policy.service import InvalidRequest, RobotStep
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 from w2a_models.base_policy import PolicySpec
 
 MAX_PIXELS = 4096 * 4096

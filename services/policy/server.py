@@ -16,8 +16,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from w2a_client.proto.w2a.v1 import policy_pb2 as pb
-from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
 from services.common.rollout_log import RolloutLogger
 from services.policy.auth import Authenticator, Role
@@ -29,6 +27,8 @@ from services.policy.safety import SafetyConfig
 from services.policy.service import InvalidRequest, PolicyService
 from services.policy.settings import PolicySettings
 from services.policy.weights import ResidualShape, ResidualStore, WeightRejected
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
+from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 from w2a_models.base_policy import BasePolicy, BaseUnavailable
 from w2a_models.checkpoints import Manifest
 

@@ -260,6 +260,7 @@ def _run_robot(config: RobotConfig) -> list[EpisodeResult]:
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
+
     from w2a_client.client import PolicyClient
 
     torch.set_num_threads(1)

@@ -7,7 +7,6 @@ import signal
 import threading
 
 import redis
-from w2a_client.client import PolicyClient
 
 from services.common.settings import setup_process
 from services.trainer.metrics import TrainerMetrics
@@ -16,6 +15,7 @@ from services.trainer.residual_trainer import ResidualTrainer
 from services.trainer.rollout_stream import RolloutStream
 from services.trainer.settings import TrainerSettings
 from services.trainer.targets import RealFutureTargets, TableTargets, WorldModelTargets
+from w2a_client.client import PolicyClient
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_module, read_manifest
 

@@ -9,12 +9,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import grpc
 import numpy as np
 import pytest
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import free_port
 from services.policy.backends.cosmos_policy_base import CosmosPolicyBase, CosmosPolicyBaseConfig
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings
+from w2a_client.client import PolicyClient
 from w2a_models.base_policy import BaseUnavailable, CameraSpec, ObservationBatch
 
 

@@ -5,13 +5,13 @@ import time
 import grpc
 import numpy as np
 import pytest
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import free_port
 from services.policy.backends.gr00t_base import Gr00tBase, Gr00tBaseConfig
 from services.policy.server import PolicyServer
 from tests.gr00t_helpers import Gr00tTestServer, toy_actions
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings
+from w2a_client.client import PolicyClient
 from w2a_models.base_policy import BaseUnavailable, CameraSpec, ObservationBatch
 
 STATE = 8  # single_arm 7 + gripper 1

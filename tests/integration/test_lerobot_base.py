@@ -10,7 +10,6 @@ this machine's torch; see pyproject's ``lerobot`` extra).
 import numpy as np
 import pytest
 import torch
-from w2a_client.client import PolicyClient
 
 from services.policy.backends.lerobot_base import (
     LeRobotBase,
@@ -22,6 +21,7 @@ from services.policy.backends.lerobot_base import (
 )
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings
+from w2a_client.client import PolicyClient
 from w2a_models.base_policy import BaseUnavailable, ObservationBatch
 
 KEY = "observation.images.front"

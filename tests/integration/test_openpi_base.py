@@ -11,12 +11,11 @@ pytest.importorskip("openpi_client")
 
 import contextlib
 
-from w2a_client.client import PolicyClient
-
 from services.common.redis_server import free_port
 from services.policy.backends.openpi_base import OpenpiBase, OpenpiBaseConfig
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, observation, settings, tiny_base
+from w2a_client.client import PolicyClient
 from w2a_models.base_policy import BaseUnavailable, CameraSpec, ObservationBatch
 
 

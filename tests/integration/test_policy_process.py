@@ -10,11 +10,11 @@ import urllib.request
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from tests.integration.test_rollout_logging import _records
 from tests.policy_helpers import ROBOT, TRAINER, observation, tiny_base
+from w2a_client.client import PolicyClient
 
 INSTR = "open the door"
 

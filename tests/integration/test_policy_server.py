@@ -7,8 +7,6 @@ import time
 import grpc
 import numpy as np
 import pytest
-from w2a_client.client import AsyncPolicyClient, PolicyClient, act_request, episode_end_request
-from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
 from services.policy.server import PolicyServer
 from tests.policy_helpers import (
@@ -21,6 +19,8 @@ from tests.policy_helpers import (
     settings,
     tiny_base,
 )
+from w2a_client.client import AsyncPolicyClient, PolicyClient, act_request, episode_end_request
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
 INSTR = "pick up the puck and place it at the goal"
 

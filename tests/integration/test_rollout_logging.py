@@ -4,13 +4,13 @@ import time
 
 import numpy as np
 import redis
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image, unpack_record
 from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, ServerThread, observation, settings, stream_records, tiny_base
+from w2a_client.client import PolicyClient
 
 STREAM = ROLLOUT_STREAM
 
@@ -167,9 +167,9 @@ def test_compressed_frames_are_logged_as_sent_and_decoded_by_the_trainer(tmp_pat
     import io
 
     from PIL import Image
-    from w2a_client.client import image_proto
 
     from services.trainer.stage2 import decode_step
+    from w2a_client.client import image_proto
 
     images, state = observation()
 

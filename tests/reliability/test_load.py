@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from w2a_client.client import act_request
-from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
-from services.bench import ROBOT, _tiny_base, policy_server_process
+from services.bench import ROBOT, policy_server_process, tiny_base
 from services.common.redis_server import EmbeddedRedis
 from tests.reliability.conftest import QUICK
+from w2a_client.client import act_request
+from w2a_client.proto.w2a.v1 import policy_pb2_grpc as pb_grpc
 
 SECONDS = 6.0 if QUICK else 30.0
 RSS_GOAL_MB = 64.0
@@ -78,7 +78,7 @@ async def _robots(target: str, robots: int, seconds: float, pid: int) -> dict:
 def test_many_robots_on_streams(robots, report):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        _tiny_base(64).save(tmp / "base")
+        tiny_base(64).save(tmp / "base")
         with EmbeddedRedis(tmp / "redis") as rds, \
                 policy_server_process(tmp / "base", tmp / "state", rds.url) as (target, pid):
             result = asyncio.run(_robots(target, robots, SECONDS, pid))
