@@ -80,8 +80,8 @@ def segment(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one list of episodes)."),
 ) -> None:
     """Split episodes into atomic skills; print the segments and which segmenter was used."""
-    from services.segmentation import segment_directory
     from w2a_models.episodes import EpisodeFormatError
+    from w2a_models.segmentation import segment_directory
 
     try:
         results = segment_directory(path)
@@ -235,7 +235,7 @@ def plan(
 ) -> None:
     """Print a skill plan for an instruction (from the planner service, or in-process)."""
     if local:
-        from services.planner.rules import decompose
+        from w2a_models.plan_rules import decompose
 
         skills = [s.model_dump(mode="json") for s in decompose(instruction, task, max_skills)]
         result = {"skills": skills, "backend": "rules", "cached": False}
@@ -585,8 +585,8 @@ app.add_typer(libero_app, name="libero")
 def libero_tasks(suite: str = typer.Option("libero_object", help="LIBERO suite."),
                  as_json: bool = typer.Option(False, "--json")) -> None:
     """Every task of a suite: index, name, instruction and the rules planner's skills."""
-    from services.planner.rules import decompose
     from services.robot_sim.libero_env import suite_tasks
+    from w2a_models.plan_rules import decompose
 
     try:
         rows = [{"index": t.index, "name": t.name, "instruction": t.instruction,

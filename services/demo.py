@@ -294,9 +294,9 @@ def _skill_wm_gif(wm_url: str, data: Path, task: str, out: Path, chunk: int) -> 
     """A Skill-WM chained generation (one segment per planned skill) beside the real demo."""
     from PIL import Image
 
-    from services.planner.rules import decompose
     from services.world_model.client import WorldModelClient
     from w2a_models.episodes import find_episode_files, read_episode
+    from w2a_models.plan_rules import decompose
     from w2a_models.world_model.model import write_video
 
     paths = find_episode_files(data / task)

@@ -7,13 +7,9 @@ import json
 
 import redis.asyncio as aioredis
 
-from services.planner.schemas import Skill
+from w2a_models.plans import Skill, normalise
 
 PREFIX = "w2a:plan:"
-
-
-def normalise(instruction: str) -> str:
-    return " ".join(instruction.lower().split()).rstrip(".!")
 
 
 def plan_key(backend: str, model: str, instruction: str, task: str | None, max_skills: int) -> str:

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from services.planner.settings import BackendName
+from w2a_models.plans import Skill, SkillKind
 
 MAX_INSTRUCTION_CHARS = 1000
 MAX_SKILLS = 16
-
-
-class SkillKind(str, Enum):  # noqa: UP042 - str mixin kept: values compare and serialise as plain strings
-    reach = "reach"
-    grasp = "grasp"
-    carry = "carry"
-    place = "place"
-    release = "release"
-    push = "push"
-    pull = "pull"
-    press = "press"
-    turn = "turn"
-    other = "other"
-
-
-class Skill(BaseModel):
-    index: int = Field(ge=0)
-    description: str
-    kind: SkillKind
 
 
 def _clean_instruction(value: str) -> str:

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from services.segmentation import segment_loaded
 from w2a_models.episodes import find_episode_files, read_episode
+from w2a_models.segmentation import segment_loaded
 from w2a_models.skills import align_skills
 
 
 def _planner(url: str | None):
     if url is None:
-        from services.planner.rules import decompose
+        from w2a_models.plan_rules import decompose
 
         return lambda instruction, task: [s.description for s in decompose(instruction, task, 16)]
     import httpx

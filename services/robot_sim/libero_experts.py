@@ -249,10 +249,10 @@ def measure_experts(suite: str, tasks: list[int], episodes: int, on: str = "init
     the table the docs show) or on sampled placements (``placements``, where experts are tuned).
     ``sync_rate``: the share of successful demos whose gripper segments match the rules planner's
     skills one to one (what Stage 1's skill labels rely on)."""
-    from services.planner.rules import decompose
     from services.robot_sim.libero_env import LiberoConfig, LiberoSim
     from services.robot_sim.seeds import EVAL_SEEDS_START
-    from services.segmentation import segment_loaded
+    from w2a_models.plan_rules import decompose
+    from w2a_models.segmentation import segment_loaded
     from w2a_models.skills import align_skills
 
     first = EVAL_SEEDS_START if on == "init_states" else 1000

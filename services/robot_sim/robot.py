@@ -97,7 +97,7 @@ class SkillTracker:
     """Which planner skill the robot is in, from the gripper/motion segmenter on its history."""
 
     def __init__(self, instruction: str, task: str, action_repeat: int = 1) -> None:
-        from services.planner.rules import decompose
+        from w2a_models.plan_rules import decompose
         from w2a_models.tasks import TASKS
 
         self.texts = [s.description for s in decompose(instruction, task)] or [instruction]

@@ -18,10 +18,10 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from services.planner.rules import decompose
-from services.segmentation import segment_loaded
 from w2a_models.chunking import chunk_windows
 from w2a_models.episodes import Episode, read_episode
+from w2a_models.plan_rules import decompose
+from w2a_models.segmentation import segment_loaded
 from w2a_models.skills import align_skills
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.planner.rules import decompose
 from services.trainer.world_model_train import ClipSource
 from w2a_models.episodes import read_episode
+from w2a_models.plan_rules import decompose
 from w2a_models.world_model import WorldModel, WorldModelConfig
 
 

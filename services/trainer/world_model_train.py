@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from services.planner.rules import decompose
-from services.segmentation import segment_loaded
 from w2a_models.episodes import Episode, find_episode_files, read_episode, split_holdout
+from w2a_models.plan_rules import decompose
+from w2a_models.segmentation import segment_loaded
 from w2a_models.skills import align_skills
 from w2a_models.world_model.builder import W2A_CONFIG, TinyWMSpec, save_components, tiny_components
 

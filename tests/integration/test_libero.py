@@ -55,10 +55,10 @@ def test_evaluation_seeds_load_the_official_init_states_and_demo_seeds_never_do(
 
 @pytest.mark.parametrize(("suite", "task", "skills"), [("libero_object", 5, 2), ("libero_10", 0, 4)])
 def test_an_expert_demo_succeeds_and_splits_into_its_plans_skills(tmp_path, suite, task, skills):
-    from services.planner.rules import decompose
     from services.robot_sim.libero_experts import collect_libero
-    from services.segmentation import segment_loaded
     from w2a_models.episodes import find_episode_files, read_episode
+    from w2a_models.plan_rules import decompose
+    from w2a_models.segmentation import segment_loaded
     from w2a_models.skills import align_skills
 
     report = collect_libero(tmp_path, LiberoConfig(suite=suite, task=task, image_size=32), 1, seed=7,

@@ -9,8 +9,8 @@ import pytest
 
 from services.robot_sim.collect import CollectConfig, collect
 from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
-from services.segmentation import segment_directory
 from w2a_models.episodes import EpisodeStore, read_episode
+from w2a_models.segmentation import segment_directory
 from w2a_models.skills import SegmenterConfig
 
 pytestmark = pytest.mark.sim

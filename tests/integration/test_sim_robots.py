@@ -6,12 +6,12 @@ import pytest
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import RolloutLogger, logged_image
 from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
-from services.planner.rules import decompose
 from services.policy.server import PolicyServer
 from services.robot_sim.collect import instruction_for, rollout_expert
 from services.robot_sim.metaworld_env import MetaWorldSim, ScriptedExpert, SimConfig
 from services.robot_sim.robot import RobotConfig, SkillTracker, run_robots, split_seeds, summarise
 from tests.policy_helpers import ROBOT, SIZE, ServerThread, settings, stream_records, tiny_base
+from w2a_models.plan_rules import decompose
 
 pytestmark = pytest.mark.sim
 

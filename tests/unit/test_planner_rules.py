@@ -1,7 +1,7 @@
 import pytest
 
-from services.planner.rules import TASK_SKILLS, decompose, skill_kind
-from services.planner.schemas import SkillKind as K
+from w2a_models.plan_rules import TASK_SKILLS, decompose, skill_kind
+from w2a_models.plans import SkillKind as K
 from w2a_models.tasks import TASKS
 
 
