@@ -25,18 +25,18 @@ from pathlib import Path
 
 import torch
 
-from services.robot_sim.metaworld_env import SimConfig
-from services.robot_sim.play import PLAY_SEEDS_START, PlayConfig, collect_play
-from services.trainer.diagnostics import (
+from services.jobs.diagnostics import (
     DIAGNOSE_SEEDS_START,
     DiagnoseConfig,
     collect_on_policy,
     diagnose_chunks,
     link_line,
 )
+from services.jobs.stage1 import Stage1Config, train_stage1
+from services.jobs.stage1_data import InProcessEncoder, build_chunks
+from services.robot_sim.metaworld_env import SimConfig
+from services.robot_sim.play import PLAY_SEEDS_START, PlayConfig, collect_play
 from services.trainer.residual_app import load_adapters
-from services.trainer.stage1 import Stage1Config, train_stage1
-from services.trainer.stage1_data import InProcessEncoder, build_chunks
 from w2a_models.base_policy.tiny_vla import TinyVLA
 from w2a_models.episodes import find_episode_files
 from w2a_models.world_model import WorldModel, WorldModelConfig

@@ -292,7 +292,7 @@ def train_wm_cmd(
     """Train the tiny VAE + DiT on demos with the pipeline's own parameterisation."""
     import torch
 
-    from services.trainer.world_model_train import WMTrainConfig, train_world_model
+    from services.jobs.world_model_train import WMTrainConfig, train_world_model
     from w2a_models.episodes import EpisodeFormatError
 
     torch.set_num_threads(1)
@@ -320,7 +320,7 @@ def wm_eval_cmd(
     """Generated vs true future chunk latents, against copy-frame, dataset-mean and wrong-skill."""
     import torch
 
-    from services.trainer.world_model_eval import evaluate_world_model
+    from services.jobs.world_model_eval import evaluate_world_model
 
     torch.set_num_threads(1)
     try:
@@ -355,8 +355,8 @@ def train_adapters_cmd(
     """Stage 1: align WM chunk latents (from wm_encode) with action chunks; held-out retrieval."""
     import torch
 
-    from services.trainer.stage1 import Stage1Config, train_stage1
-    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from services.jobs.stage1 import Stage1Config, train_stage1
+    from services.jobs.stage1_data import TritonEncoder, build_chunks
     from services.world_model.client import WorldModelClient, WorldModelError
     from w2a_models.episodes import EpisodeFormatError, find_episode_files
 
@@ -427,7 +427,7 @@ def train_base_cmd(
     """Train the built-in TinyVLA base policy by behaviour cloning; prints held-out loss."""
     import torch
 
-    from services.trainer.base_bc import BCConfig, train_base
+    from services.jobs.base_bc import BCConfig, train_base
     from w2a_models.base_policy.tiny_vla import TinyVLAConfig
     from w2a_models.episodes import EpisodeFormatError
 
@@ -674,7 +674,7 @@ def diagnose_links(
     """Where the World2Act signal is lost: e_base, e_wm, e_real, e_copy, cos_grad, WM error, retrieval."""
     import torch
 
-    from services.trainer.diagnostics import DiagnoseConfig, diagnose_run
+    from services.jobs.diagnostics import DiagnoseConfig, diagnose_run
 
     torch.set_num_threads(1)
     try:

@@ -208,7 +208,7 @@ def _train_base(args: tuple) -> dict:
     data, out, steps, state_std_floor = args
     import torch
 
-    from services.trainer.base_bc import BCConfig, train_base
+    from services.jobs.base_bc import BCConfig, train_base
 
     torch.set_num_threads(1)
     # every one of the few base demos is trained on (no hold-out): "4 demos" means 4
@@ -441,9 +441,9 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
     this one borrows (see ``reuse_pretraining``)."""
     import torch
 
+    from services.jobs.plots import plot_curves, plot_success_by_arm
+    from services.jobs.world_model_train import WMTrainConfig, train_world_model
     from services.stack import Stack, StackConfig
-    from services.trainer.plots import plot_curves, plot_success_by_arm
-    from services.trainer.world_model_train import WMTrainConfig, train_world_model
 
     torch.set_num_threads(1)
     out = Path(out)
@@ -581,9 +581,9 @@ def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm
     """Stage 1 adapters over the stack's wm_encode (and the pooled read-out for the ablation) on
     the demos and any play data, then the world model's imagined features against trivial
     baselines."""
-    from services.trainer.stage1 import Stage1Config, train_stage1
-    from services.trainer.stage1_data import TritonEncoder, build_chunks
-    from services.trainer.world_model_eval import evaluate_world_model
+    from services.jobs.stage1 import Stage1Config, train_stage1
+    from services.jobs.stage1_data import TritonEncoder, build_chunks
+    from services.jobs.world_model_eval import evaluate_world_model
     from services.world_model.client import WorldModelClient
     from w2a_models.episodes import find_episode_files
 

@@ -85,10 +85,10 @@ def test_libero_robots_act_through_the_policy_server_on_the_official_init_states
     policy server -> two robot processes on init states 0 and 1: the protocol end to end."""
     from policy_helpers import ROBOT, ServerThread, settings
 
+    from services.jobs.base_bc import BCConfig, train_base
     from services.policy.server import PolicyServer
     from services.robot_sim.libero_experts import collect_libero
     from services.robot_sim.robot import RobotConfig, run_robots, split_seeds, summarise
-    from services.trainer.base_bc import BCConfig, train_base
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
     collect_libero(tmp_path / "data", LiberoConfig(task=0, image_size=32), 1, seed=11, progress=False)

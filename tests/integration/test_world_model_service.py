@@ -203,7 +203,7 @@ def test_generate_batch_equals_one_by_one_in_process(stack):
 
 
 def test_stage1_chunks_through_triton_are_cached(stack, tmp_path):
-    from services.trainer.stage1_data import TritonEncoder, build_chunks
+    from services.jobs.stage1_data import TritonEncoder, build_chunks
     from w2a_models.episodes import Episode, EpisodeStore, read_episode
 
     _, client, local = stack

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 from torch import nn
 
-from services.trainer.diagnostics import DiagnoseConfig, OnPolicyChunk, diagnose_chunks
+from services.jobs.diagnostics import DiagnoseConfig, OnPolicyChunk, diagnose_chunks
 
 M, A = 8, 4
 

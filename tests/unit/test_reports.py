@@ -101,7 +101,7 @@ def test_charts_name_their_axes_and_draw_every_series(tmp_path):
     import matplotlib.image
     import pytest
 
-    from services.trainer.plots import plot_curves, plot_success_by_arm
+    from services.jobs.plots import plot_curves, plot_success_by_arm
 
     path = plot_curves(tmp_path / "loss.png", {"w2a": [(1, 3.0), (2, 2.0)], "expert_corrected": [(1, 1.0)]},
                        "Stage 2 loss", xlabel="residual update")

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from services.trainer.stage1 import Stage1Config, hard_negative_index, train_stage1, trajectory_pairs
-from services.trainer.stage1_data import ChunkSet
+from services.jobs.stage1 import Stage1Config, hard_negative_index, train_stage1, trajectory_pairs
+from services.jobs.stage1_data import ChunkSet
 
 
 def synthetic_chunks(demos=12, per_demo=6, seed=0) -> ChunkSet:
@@ -58,7 +58,7 @@ def test_trajectory_pairs_pool_each_demo():
 def test_same_index_negatives_come_from_the_same_phase_of_the_skill():
     import numpy as np
 
-    from services.trainer.stage1 import chunk_positions, hard_negative_index
+    from services.jobs.stage1 import chunk_positions, hard_negative_index
 
     # demos 0, 1, 2; skill 0 has chunks at positions 0..3 in every demo, then skill 1
     demo = np.repeat([0, 1, 2], 6)
@@ -77,7 +77,7 @@ def test_perturbed_negatives_teach_the_adapters_the_local_action_space():
     finely; the extra term must lower that local loss and raise local retrieval."""
     import torch
 
-    from services.trainer.stage1 import perturbed_negative_loss
+    from services.jobs.stage1 import perturbed_negative_loss
     from w2a_models.adapters import AdapterConfig, Stage1Adapters
 
     torch.manual_seed(0)

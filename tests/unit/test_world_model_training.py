@@ -1,6 +1,6 @@
 import torch
 
-from services.trainer.world_model_train import SIGMA_MAX, SIGMA_MIN, WMTrainConfig, karras_sigmas, train_dit
+from services.jobs.world_model_train import SIGMA_MAX, SIGMA_MIN, WMTrainConfig, karras_sigmas, train_dit
 from w2a_models.world_model.builder import TinyWMSpec, tiny_components
 
 
@@ -37,7 +37,7 @@ def test_dit_loss_goes_down_on_fixed_latents():
 
 
 def test_deterministic_encoder_makes_the_pipeline_sample_equal_the_mode():
-    from services.trainer.world_model_train import make_encoder_deterministic
+    from services.jobs.world_model_train import make_encoder_deterministic
 
     vae, _, _ = tiny_components(TinyWMSpec())
     x = torch.rand(1, 3, 5, 32, 32) * 2 - 1

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.trainer.stage1_data import ChunkSet
+from services.jobs.stage1_data import ChunkSet
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_checkpoint, save_module
 from w2a_models.losses import Stage1LossConfig, stage1_loss
@@ -156,7 +156,7 @@ def retrieval(model: Stage1Adapters, chunks: ChunkSet) -> dict:
 
 def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage1Config(),
                  progress: bool = True, resume: bool = False) -> dict:
-    from services.trainer.plots import plot_curves
+    from services.jobs.plots import plot_curves
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.trainer.world_model_train import ClipSource
+from services.jobs.world_model_train import ClipSource
 from w2a_models.episodes import read_episode
 from w2a_models.plan_rules import decompose
 from w2a_models.world_model import WorldModel, WorldModelConfig
