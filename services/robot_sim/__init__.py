@@ -1,1 +1,3 @@
-"""Simulated robots: Meta-World environments, scripted experts and demo collection."""
+"""Simulated robots: Meta-World and LIBERO environments behind one ``simulator.Simulator``
+interface, scripted experts, demo collection, sim robots acting through the policy server, and
+in-process pilots (``local_eval``)."""
