@@ -437,86 +437,117 @@ def _evaluate(stack, p: DemoProfile, arm: str) -> list[dict]:
 
 
 def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict:
-    """The whole demo; ``reuse``: an earlier run whose demos, base, world model and Stage 1
-    this one borrows (see ``reuse_pretraining``)."""
+    """The whole demo, one phase after the other; ``reuse``: an earlier run whose demos, base,
+    world model and Stage 1 this one borrows (see ``reuse_pretraining``)."""
     import torch
 
-    from services.jobs.plots import plot_curves, plot_success_by_arm
-    from services.jobs.world_model_train import WMTrainConfig, train_world_model
-    from services.stack import Stack, StackConfig
-
     torch.set_num_threads(1)
-    out = Path(out)
-    p = profile
+    out, p = Path(out), profile
     check_profile(p)
     out.mkdir(parents=True, exist_ok=True)
     clock = PhaseClock(total=(4 if reuse is not None else 6) + 2 * len(p.arms) + int(p.play_episodes_per_task > 0))
     report: dict = {"profile": asdict(p), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     spawn = mp.get_context("spawn")
-
-    data = out / "data"
-    reused: tuple[str, ...] = ()
-    if reuse is not None:
-        clock.start(f"reuse what agrees with this profile from {reuse}")
-        report.update(reuse_pretraining(Path(reuse), out, p))
-        reused = tuple(report["reused"])
-    else:
-        clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
-        report.update(_collect_demos(data, p, spawn))
-        clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
-                    f"model on all of them")
-        base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps, p.base_state_std_floor))
-            wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
-                vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
-            report["base"] = base_job.result()
-        report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
+    reused = _pretrain(out, p, reuse, clock, report, spawn)
     if p.play_episodes_per_task and "play" not in reused:
         clock.start(f"play data for Stage 1 ({p.play_episodes_per_task} base episodes per task, "
                     f"offset std {p.play_offset_std} per chunk)")
         report["play"] = _collect_play_data(out, p, spawn)
+    stack, pooled_arm = _bring_stack_up(out, p, clock)
+    try:
+        if "stage1" not in reused:
+            clock.start("Stage 1: align world-model chunk latents and action chunks")
+            report.update(_stage1_and_wm_eval(stack, out, out / "data", p, pooled_arm,
+                                              wm_eval="world_model_eval" not in report))
+        report.update(_train_and_evaluate_arms(stack, out, p, clock))
+        clock.start("Skill-WM GIF and the report")
+        gif = _skill_wm_gif(stack.wm_url, out / "data", p.tasks[0], out / "skill_wm.gif", 8)
+        report["gif"] = gif.name if gif else None
+    finally:
+        stack.stop()
+    report["plots"] = _draw_plots(out, report)
+    clock.stop()
+    report["phase_seconds"] = clock.seconds
+    report["total_seconds"] = round(sum(clock.seconds.values()), 1)
+    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "report.md").write_text(render_report(report))
+    return report
+
+
+def _pretrain(out: Path, p: DemoProfile, reuse: Path | None, clock: PhaseClock, report: dict, spawn
+              ) -> tuple[str, ...]:
+    """Demos, then the base and the world model side by side (or what ``reuse`` lends); returns
+    the reused phase groups."""
+    from services.jobs.world_model_train import WMTrainConfig, train_world_model
+
+    if reuse is not None:
+        clock.start(f"reuse what agrees with this profile from {reuse}")
+        report.update(reuse_pretraining(Path(reuse), out, p))
+        return tuple(report["reused"])
+    data = out / "data"
+    clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
+    report.update(_collect_demos(data, p, spawn))
+    clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
+                f"model on all of them")
+    base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        base_job = pool.submit(_train_base, (base_data, out / "base", p.base_steps, p.base_state_std_floor))
+        wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
+            vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
+        report["base"] = base_job.result()
+    report["world_model"] = {k: v for k, v in wm_report.items() if k != "log"}
+    return ()
+
+
+def _bring_stack_up(out: Path, p: DemoProfile, clock: PhaseClock):
+    """Redis, the Triton world model, the planner and the policy server; with the pooled-DiT
+    ablation a second world-model server reading out the same weights. -> (stack, pooled arm?)"""
+    from services.stack import Stack, StackConfig
 
     clock.start("bring the stack up (Redis, Triton world model, planner, policy server)")
     stack = Stack(StackConfig(out / "stack", out / "base", world_model=out / "world_model",
                               world_model_env=_world_model_env(p.wm_features, p.wm_sampling_steps)))
     stack.start()
-    try:
-        for s in stack.services:
-            print(f"  {s.name:12s} {s.address}")
-        pooled_arm = "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled"
-        if pooled_arm:  # the ablation: the same weights read out as pooled DiT states
+    for s in stack.services:
+        print(f"  {s.name:12s} {s.address}")
+    pooled_arm = "w2a_pooled_dit" in p.arms and p.wm_features != "dit_pooled"
+    if pooled_arm:  # the ablation: the same weights read out as pooled DiT states
+        try:
             stack.pooled_wm_url = stack.add_world_model(
                 "world-model-pooled", _world_model_env("dit_pooled", p.wm_sampling_steps))
-        if "stage1" not in reused:
-            clock.start("Stage 1: align world-model chunk latents and action chunks")
-            report.update(_stage1_and_wm_eval(stack, out, data, p, pooled_arm,
-                                              wm_eval="world_model_eval" not in report))
+        except BaseException:
+            stack.stop()
+            raise
+    return stack, pooled_arm
 
-        evaluation, stage2 = [], {}
-        for arm in p.arms:
-            clock.start(f"Stage 2 [{arm}]: sim robots roll out while the trainer learns and pushes"
-                        + ("  (UPPER BOUND: simulator oracle)" if arm in UPPER_BOUND_ARMS else ""))
-            stage2[arm] = _train_arm(stack, out, p, arm)
-            clock.start(f"evaluate {arm} ({_eval_episodes(p, arm)} episodes per task, the base's seeds)")
-            evaluation += _evaluate(stack, p, arm)
-        clock.start(f"evaluate base ({p.eval_episodes} episodes per task)")
-        evaluation += _evaluate(stack, p, "base")
-        report["stage2"] = stage2.get("w2a") or next(iter(stage2.values()), {})
-        report["stage2_arms"] = stage2
-        report["evaluation"] = evaluation
-        report["paired_arms"] = {arm: paired_by_task(evaluation, treatment=arm) for arm in p.arms}
-        report["paired"] = report["paired_arms"].get("w2a", {})
-        for task, cmp in report["paired"].items():
-            print(f"  {task:16s} w2a - base {100 * cmp['difference']:+.0f} points (paired bootstrap "
-                  f"ci95 [{100 * cmp['difference_ci95'][0]:+.0f}, {100 * cmp['difference_ci95'][1]:+.0f}]), "
-                  f"{cmp['gained']} seeds gained, {cmp['lost']} lost, McNemar p = {cmp['p_value']:.3g}")
 
-        clock.start("Skill-WM GIF and the report")
-        gif = _skill_wm_gif(stack.wm_url, data, p.tasks[0], out / "skill_wm.gif", 8)
-        report["gif"] = gif.name if gif else None
-    finally:
-        stack.stop()
+def _train_and_evaluate_arms(stack, out: Path, p: DemoProfile, clock: PhaseClock) -> dict:
+    """Each arm: a fresh residual trained by Stage 2 on rollouts, then evaluated; then the base
+    on the same seeds, and the paired comparison of every arm with it."""
+    evaluation, stage2 = [], {}
+    for arm in p.arms:
+        clock.start(f"Stage 2 [{arm}]: sim robots roll out while the trainer learns and pushes"
+                    + ("  (UPPER BOUND: simulator oracle)" if arm in UPPER_BOUND_ARMS else ""))
+        stage2[arm] = _train_arm(stack, out, p, arm)
+        clock.start(f"evaluate {arm} ({_eval_episodes(p, arm)} episodes per task, the base's seeds)")
+        evaluation += _evaluate(stack, p, arm)
+    clock.start(f"evaluate base ({p.eval_episodes} episodes per task)")
+    evaluation += _evaluate(stack, p, "base")
+    paired_arms = {arm: paired_by_task(evaluation, treatment=arm) for arm in p.arms}
+    paired = paired_arms.get("w2a", {})
+    for task, cmp in paired.items():
+        print(f"  {task:16s} w2a - base {100 * cmp['difference']:+.0f} points (paired bootstrap "
+              f"ci95 [{100 * cmp['difference_ci95'][0]:+.0f}, {100 * cmp['difference_ci95'][1]:+.0f}]), "
+              f"{cmp['gained']} seeds gained, {cmp['lost']} lost, McNemar p = {cmp['p_value']:.3g}")
+    return {"stage2": stage2.get("w2a") or next(iter(stage2.values()), {}), "stage2_arms": stage2,
+            "evaluation": evaluation, "paired_arms": paired_arms, "paired": paired}
+
+
+def _draw_plots(out: Path, report: dict) -> dict[str, str]:
+    """The report's charts (services.jobs.plots): Stage 2 losses by arm, rollout success by
+    policy version, evaluation success by task and arm, and the Stage 1 loss curves."""
+    from services.jobs.plots import plot_curves, plot_success_by_arm, plot_success_by_version
+
     plots = {}
     curves = {arm: s2["losses"] for arm, s2 in report["stage2_arms"].items() if s2.get("losses")}
     if curves:
@@ -524,23 +555,15 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
                                            xlabel="residual update", ylabel="Stage 2 loss").name
     by_version = report["stage2"].get("success_by_policy_version")
     if by_version:
-        plots["success_vs_version"] = plot_curves(out / "success_vs_version.png", {
-            "rollout success": [(v, d["success_rate"]) for v, d in by_version.items()]},
-            "Rollout success rate vs policy version (w2a arm)", xlabel="policy version",
-            ylabel="rollout success rate").name
+        plots["success_vs_version"] = plot_success_by_version(
+            out / "success_vs_version.png", by_version, "Rollout success rate by policy version (w2a arm)").name
     if report.get("evaluation"):
         plots["success_by_arm"] = plot_success_by_arm(out / "success_by_arm.png", report["evaluation"]).name
     for alignment in ("chunk", "trajectory"):
         png = out / f"stage1_{alignment}" / "stage1_loss.png"
         if png.exists():
             plots[f"stage1_{alignment}_loss"] = str(png.relative_to(out))
-    report["plots"] = plots
-    clock.stop()
-    report["phase_seconds"] = clock.seconds
-    report["total_seconds"] = round(sum(clock.seconds.values()), 1)
-    (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "report.md").write_text(render_report(report))
-    return report
+    return plots
 
 
 def check_profile(p: DemoProfile) -> None:

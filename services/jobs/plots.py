@@ -62,3 +62,27 @@ def plot_success_by_arm(path: str | Path, evaluation: list[dict], title: str = "
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, path)
+
+
+def plot_success_by_version(path: str | Path, by_version: dict, title: str) -> Path:
+    """Rollout success rate per policy version, with its Wilson 95 % interval and episode count
+    (``by_version``: version -> {"success_rate", "episodes"}, the report's Stage 2 field)."""
+    from w2a_models.stats import wilson_ci95
+
+    if not by_version:
+        raise ValueError("nothing to plot")
+    versions = sorted(by_version, key=int)
+    rates = [by_version[v]["success_rate"] for v in versions]
+    counts = [int(by_version[v]["episodes"]) for v in versions]
+    intervals = [wilson_ci95(round(r * n), n) for r, n in zip(rates, counts)]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(versions) + 2.0), 4.0))
+    xs = range(len(versions))
+    ax.bar(xs, rates, 0.7, yerr=[[r - lo for r, (lo, _) in zip(rates, intervals)],
+                                 [hi - r for r, (_, hi) in zip(rates, intervals)]], capsize=3)
+    for x, n in zip(xs, counts):
+        ax.annotate(f"n={n}", (x, 0.02), ha="center", fontsize=8)
+    ax.set_xticks(list(xs), [f"v{v}" for v in versions])
+    ax.set(title=title, xlabel="policy version that ended the episode", ylabel="rollout success rate (95 % interval)",
+           ylim=(0, 1))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

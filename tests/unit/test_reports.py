@@ -101,7 +101,7 @@ def test_charts_name_their_axes_and_draw_every_series(tmp_path):
     import matplotlib.image
     import pytest
 
-    from services.jobs.plots import plot_curves, plot_success_by_arm
+    from services.jobs.plots import plot_curves, plot_success_by_arm, plot_success_by_version
 
     path = plot_curves(tmp_path / "loss.png", {"w2a": [(1, 3.0), (2, 2.0)], "expert_corrected": [(1, 1.0)]},
                        "Stage 2 loss", xlabel="residual update")
@@ -109,8 +109,12 @@ def test_charts_name_their_axes_and_draw_every_series(tmp_path):
     rows = [{"task": "push-v3", "arm": arm, "success_rate": r, "ci95": [r - 0.05, r + 0.05], "episodes": 50}
             for arm, r in (("base", 0.3), ("w2a", 0.4))]
     assert plot_success_by_arm(tmp_path / "arms.png", rows).exists()
+    versions = {0: {"success_rate": 0.25, "episodes": 8}, 3: {"success_rate": 0.5, "episodes": 4}}
+    assert matplotlib.image.imread(plot_success_by_version(tmp_path / "v.png", versions, "by version")).ndim == 3
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_curves(tmp_path / "none.png", {"w2a": []}, "empty")
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_success_by_version(tmp_path / "none.png", {}, "empty")
 
 
 def test_a_libero_profile_that_cannot_run_is_refused_before_anything_starts():
