@@ -19,12 +19,9 @@ Data-parallel (``torchrun``, planned, not implemented): each rank its own consum
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,6 +30,8 @@ import redis
 import torch
 
 from services.common.rollout_record import Record, StepRecord, decode_record
+from services.trainer.checkpointing import TrainerCheckpoint
+from services.trainer.metrics import TrainerMetrics
 from services.trainer.pusher import NonFiniteWeights, WeightPusher
 from services.trainer.replay import ReplayBuffer
 from services.trainer.rollout_stream import AppliedLedger, Entry, RolloutStream
@@ -46,19 +45,14 @@ from services.trainer.stage2 import (
     freeze,
     stage2_loss,
 )
+from services.trainer.targets import TargetError, TargetFetcher
 from w2a_models.adapters import Stage1Adapters
-from w2a_models.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from w2a_models.checkpoints import CheckpointError
 from w2a_models.residual import ResidualConfig, ResidualPolicy
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoint"
-HISTORY_FILE = "stage2_history.jsonl"
 LAG_INTERVAL_S = 5.0  # how often the lag gauge is refreshed
-
-
-class TargetError(RuntimeError):
-    """The world model could not produce targets (down, slow, or wrong shape)."""
 
 
 @dataclass(frozen=True)
@@ -87,26 +81,13 @@ class ResidualTrainerConfig:
     pipeline: bool = True
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    state = opt.state_dict()
-    tensors = {f"optim.{index}.{key}": value for index, slots in state["state"].items()
-               for key, value in slots.items() if torch.is_tensor(value)}
-    return tensors, state["param_groups"]
-
-
-def _optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
-    state: dict[int, dict] = {}
-    for name, value in tensors.items():
-        _, index, key = name.split(".", 2)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": groups}
-
-
 class ResidualTrainer:
     def __init__(self, stream: RolloutStream, targets, adapters: Stage1Adapters, out: str | Path,
                  config: ResidualTrainerConfig = ResidualTrainerConfig(),
-                 pusher: WeightPusher | None = None, metrics=None) -> None:
-        self.stream, self.targets, self.pusher, self.metrics = stream, targets, pusher, metrics
+                 pusher: WeightPusher | None = None, metrics: TrainerMetrics | None = None) -> None:
+        # metrics are always kept (on the trainer's own registry); only serving them is optional
+        self.stream, self.targets, self.pusher = stream, targets, pusher
+        self.metrics = metrics or TrainerMetrics()
         self.adapters = freeze(adapters)
         self.config = config
         self.out = Path(out)
@@ -117,16 +98,14 @@ class ResidualTrainer:
         self.ledger = AppliedLedger(config.ledger_capacity)
         self.buffer: list[StepSample] = []
         self.replay = ReplayBuffer(config.replay_capacity if config.replay_batch else 0, config.seed)
-        self._prefetcher: ThreadPoolExecutor | None = None
-        self._prefetched: tuple[tuple[str, ...], Future] | None = None  # (entry ids, their latents)
+        self.fetcher = TargetFetcher(targets, adapters.config.token_dim)
         self._held: set[str] = set()  # ids in the buffer (XAUTOCLAIM may hand them to us again)
         self._oldest = 0.0
         self._applied: list[str] = []  # ids in updates not yet checkpointed
         self._to_ack: list[str] = []  # ids checkpointed but not yet acked (Redis away)
         self._episode_version: OrderedDict[str, int] = OrderedDict()
         self.last_stats: dict[str, float] = {}
-        self._history: list[str] = []  # updates since the last checkpoint (committed with it)
-        self._history_lines = 0
+        self.store = TrainerCheckpoint(out, config.ledger_capacity)
         self._offered_update = 0
         self._lag_measured = 0.0
         torch.manual_seed(config.seed)
@@ -160,25 +139,20 @@ class ResidualTrainer:
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.out / CHECKPOINT_DIR
+        return self.store.dir
 
     def _restore(self) -> None:
-        if not (self.checkpoint_dir / "manifest.json").exists():
-            self._trim_history(0)  # lines of updates that never reached a checkpoint
+        restored = self.store.restore()
+        if restored is None:
             return
-        tensors, manifest = load_checkpoint(self.checkpoint_dir)
-        meta = manifest.config
-        self._build(ResidualConfig(**meta["residual"]))
-        model = {k.removeprefix("residual."): v for k, v in tensors.items() if k.startswith("residual.")}
+        self.residual = restored.residual
+        self.optimizer = torch.optim.AdamW(self.residual.parameters(), lr=self.config.loss.lr, weight_decay=0.0)
         try:
-            self.residual.load_state_dict(model, strict=True)
-            optim = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-            self.optimizer.load_state_dict(_optimizer_state(optim, meta["param_groups"]))
+            self.optimizer.load_state_dict(restored.optimizer_state)
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{self.checkpoint_dir}: does not restore ({exc})") from exc
-        self.updates = self.checkpointed_updates = int(meta["updates"])
-        self.ledger = AppliedLedger.from_list(meta["applied_ids"], self.config.ledger_capacity)
-        self._trim_history(int(meta.get("history_lines", 0)))
+            raise CheckpointError(f"{self.checkpoint_dir}: optimizer state does not restore ({exc})") from exc
+        self.updates = self.checkpointed_updates = restored.updates
+        self.ledger = restored.ledger
         log.info("resumed Stage 2 at update %d (%d applied ids remembered)", self.updates,
                  len(self.ledger.ids))
 
@@ -191,20 +165,12 @@ class ResidualTrainer:
             return
         self.ledger.add(self._applied)
         # Only ids not yet acked can come back after a crash: they are all the ledger must keep.
-        unacked = self._to_ack + self._applied
-        optim, groups = _optimizer_tensors(self.optimizer)
-        tensors = {**{f"residual.{k}": v for k, v in self.residual.state_dict().items()}, **optim}
-        history_lines = self._commit_history()
-        meta = {"residual": asdict(self.residual.config), "updates": self.updates,
-                "history_lines": history_lines,
-                "param_groups": groups, "applied_ids": unacked,
-                "loss": asdict(self.config.loss)}
-        save_checkpoint(self.checkpoint_dir, tensors, str(self.updates), config=meta)
+        self.store.commit(self.residual, self.optimizer, self.updates, self._to_ack + self._applied,
+                          self.config.loss)
         self.checkpointed_updates = self.updates
         self._to_ack.extend(self._applied)
         self._applied = []
-        if self.metrics is not None:
-            self.metrics.checkpoints.inc()
+        self.metrics.checkpoints.inc()
         self._ack_checkpointed()
 
     def _ack_checkpointed(self) -> None:
@@ -215,14 +181,13 @@ class ResidualTrainer:
         except redis.RedisError as exc:  # they are in the ledger: re-delivery will not re-apply
             log.warning("ack of %d entries failed (%s); will retry", len(self._to_ack), exc)
             return
-        if self.metrics is not None:
-            self.metrics.acked.inc(len(self._to_ack))
+        self.metrics.acked.inc(len(self._to_ack))
         self._to_ack = []
 
     # -- consuming -------------------------------------------------------------------------------
 
     def _count(self, kind: str, n: int = 1) -> None:
-        if self.metrics is not None and n:
+        if n:
             self.metrics.consumed.labels(kind).inc(n)
 
     def _note_episode(self, record: Record) -> None:
@@ -232,7 +197,7 @@ class ResidualTrainer:
             self._episode_version.move_to_end(key)
             while len(self._episode_version) > 10_000:
                 self._episode_version.popitem(last=False)
-        elif self.metrics is not None:
+        else:
             version = self._episode_version.pop(key, 0)
             self.metrics.episodes.labels(str(version), str(record.success).lower()).inc()
 
@@ -270,8 +235,7 @@ class ResidualTrainer:
             self._count("step")
         if done:
             self.stream.ack(done)
-        if self.metrics is not None:
-            self.metrics.dead_lettered.set(self.stream.dead_lettered)
+        self.metrics.dead_lettered.set(self.stream.dead_lettered)
 
     def ready_batch(self, idle: bool) -> int:
         """How many buffered chunks to train on now (0 = keep collecting)."""
@@ -284,37 +248,6 @@ class ResidualTrainer:
 
     # -- one update ------------------------------------------------------------------------------
 
-    def _fetch_latents(self, samples: list[StepSample]) -> np.ndarray:
-        latents = np.asarray(self.targets(samples), dtype=np.float32)
-        acfg = self.adapters.config
-        if latents.ndim != 3 or latents.shape[0] != len(samples) or latents.shape[2] != acfg.token_dim:
-            raise TargetError(f"world-model latents {latents.shape} do not fit the Stage 1 adapters "
-                              f"([{len(samples)}, L, {acfg.token_dim}])")
-        return latents
-
-    def _target_latents(self, samples: list[StepSample]) -> np.ndarray:
-        """Targets of ``samples``: the prefetched ones if they are for exactly these entries."""
-        ids = tuple(s.entry_id for s in samples)
-        pending, self._prefetched = self._prefetched, None
-        try:
-            if pending is not None and pending[0] == ids:
-                return pending[1].result()
-            return self._fetch_latents(samples)
-        except TargetError:
-            raise
-        except Exception as exc:  # any WM failure means: back off and retry
-            raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
-
-    def _prefetch_next(self, after: int) -> None:
-        """Start fetching the targets of the full batch behind the first ``after`` chunks."""
-        nxt = self.buffer[after:after + self.config.batch_size]
-        if (not self.config.pipeline or self.config.mode == "expert_corrected"
-                or len(nxt) < self.config.batch_size):
-            return
-        if self._prefetcher is None:
-            self._prefetcher = ThreadPoolExecutor(1, thread_name_prefix="stage2-prefetch")
-        self._prefetched = (tuple(s.entry_id for s in nxt), self._prefetcher.submit(self._fetch_latents, nxt))
-
     def update(self, n: int) -> dict[str, float]:
         """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure."""
         samples = self.buffer[:n]
@@ -323,8 +256,10 @@ class ResidualTrainer:
         if expert_mode:
             targets = np.stack([s.expert for s in samples])
         else:
-            targets = self._target_latents(samples)
-            self._prefetch_next(n)  # the next batch's targets arrive while this update runs
+            targets = self.fetcher.latents(samples)
+            nxt = self.buffer[n:n + self.config.batch_size]
+            if self.config.pipeline and len(nxt) == self.config.batch_size:
+                self.fetcher.prefetch(nxt)  # the next batch's targets arrive while this update runs
         if self.residual is None:
             self._build(self._residual_config_for(samples[0]))
         new = (np.stack([s.features for s in samples]), np.stack([s.base for s in samples]), targets)
@@ -387,40 +322,14 @@ class ResidualTrainer:
             self.pusher.offer(self.residual_tensors(), asdict(self.residual.config), self.updates)
         except NonFiniteWeights as exc:
             log.error("not pushing: %s", exc)
-            if self.metrics is not None:
-                self.metrics.pushes.labels("refused_nonfinite").inc()
+            self.metrics.pushes.labels("refused_nonfinite").inc()
 
     def _record(self, stats: dict) -> None:
-        if self.metrics is not None:
-            self.metrics.updates.labels(stats["result"]).inc()
-            for term in ("loss", "contrastive", "residual_l2"):
-                if term in stats:
-                    self.metrics.loss.labels(term).set(stats[term])
-        self._history.append(json.dumps({**stats, "time": time.time()}))
-
-    def _commit_history(self) -> int:
-        """Append the updates about to be checkpointed; returns the file's committed line count.
-
-        Written before the checkpoint and trimmed back to the checkpoint's count on restore, so
-        the history lists exactly the checkpointed updates (and the ids each one applied).
-        """
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / HISTORY_FILE, "a") as fh:
-            for line in self._history:
-                fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._history_lines += len(self._history)
-        self._history = []
-        return self._history_lines
-
-    def _trim_history(self, lines: int) -> None:
-        path = self.out / HISTORY_FILE
-        if not path.exists():
-            return
-        kept = path.read_text().splitlines()[:lines]
-        path.write_text("".join(line + "\n" for line in kept))
-        self._history_lines = len(kept)
+        self.metrics.updates.labels(stats["result"]).inc()
+        for term in ("loss", "contrastive", "residual_l2"):
+            if term in stats:
+                self.metrics.loss.labels(term).set(stats[term])
+        self.store.history.record(stats)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -431,7 +340,7 @@ class ResidualTrainer:
         self.ingest(entries)
         while (n := self.ready_batch(idle=not entries)) > 0:
             self.update(n)
-        if self.metrics is not None and time.monotonic() - self._lag_measured > LAG_INTERVAL_S:
+        if time.monotonic() - self._lag_measured > LAG_INTERVAL_S:
             self._lag_measured = time.monotonic()  # a Redis query per loop would be waste
             self.metrics.lag.set(self.stream.lag())
         return len(entries)
@@ -451,8 +360,7 @@ class ResidualTrainer:
             except redis.RedisError as exc:
                 dependency, message = "redis", f"{type(exc).__name__}: {exc}"
             log.warning("%s unavailable (%s); retrying in %.1fs", dependency, message, delay)
-            if self.metrics is not None:
-                self.metrics.backoffs.labels(dependency).inc()
+            self.metrics.backoffs.labels(dependency).inc()
             stop.wait(delay)
             delay = min(delay * 2, max_backoff_s)
         self.close()
@@ -462,9 +370,7 @@ class ResidualTrainer:
 
         Buffered chunks not yet trained on stay unacked: Redis re-delivers them to the next run.
         """
-        if self._prefetcher is not None:  # targets of an update that will not run are dropped
-            self._prefetcher.shutdown(wait=False, cancel_futures=True)
-            self._prefetched = None
+        self.fetcher.close()  # targets of an update that will not run are dropped
         try:
             self.checkpoint()
         except redis.RedisError as exc:

@@ -8,7 +8,7 @@ so re-delivered entries train on the same target.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -80,3 +80,48 @@ class TableTargets:
                 self.table[s.skill] = rng.standard_normal(self.shape).astype(np.float32)
             out.append(self.table[s.skill])
         return np.stack(out)
+
+
+class TargetError(RuntimeError):
+    """The world model could not produce targets (down, slow, or wrong shape)."""
+
+
+class TargetFetcher:
+    """Targets of a batch, checked against the adapters' token size, with one batch fetched ahead
+    on a worker thread (targets only: nothing is acked or applied early, so delivery guarantees
+    are unchanged). Any failure is a ``TargetError``: the trainer keeps the batch and backs off."""
+
+    def __init__(self, targets: TargetLatents, token_dim: int) -> None:
+        self.targets, self.token_dim = targets, token_dim
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: tuple[tuple[str, ...], Future] | None = None  # (entry ids, their latents)
+
+    def _fetch(self, samples: list[StepSample]) -> np.ndarray:
+        latents = np.asarray(self.targets(samples), dtype=np.float32)
+        if latents.ndim != 3 or latents.shape[0] != len(samples) or latents.shape[2] != self.token_dim:
+            raise TargetError(f"world-model latents {latents.shape} do not fit the Stage 1 adapters "
+                              f"([{len(samples)}, L, {self.token_dim}])")
+        return latents
+
+    def latents(self, samples: list[StepSample]) -> np.ndarray:
+        """The batch's targets: the prefetched ones if they are for exactly these entries."""
+        ids = tuple(s.entry_id for s in samples)
+        ahead, self._ahead = self._ahead, None
+        try:
+            if ahead is not None and ahead[0] == ids:
+                return ahead[1].result()
+            return self._fetch(samples)
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(f"world model: {type(exc).__name__}: {exc}") from exc
+
+    def prefetch(self, samples: list[StepSample]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="stage2-prefetch")
+        self._ahead = (tuple(s.entry_id for s in samples), self._pool.submit(self._fetch, samples))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._ahead = None
