@@ -109,3 +109,34 @@ def test_libero_robots_act_through_the_policy_server_on_the_official_init_states
     assert summary["physics_ms_per_step"] > 0 and summary["render_ms_per_chunk"] > 0
     with pytest.raises(ValueError, match="Meta-World only"):
         RobotConfig("r", "0", "x", "y", (1,), sim="libero", oracle="expert")
+
+
+def test_perturbed_expert_demos_still_succeed_and_record_what_was_executed():
+    """ActionNoise: held xyz offsets on the coarse waypoints, none on grasp and release; the
+    episode records the executed (perturbed) actions, the same for the same seed."""
+    from services.robot_sim.libero_experts import ActionNoise, expert_episode
+
+    noise = ActionNoise(std=0.3)
+    with LiberoSim(LiberoConfig(suite="libero_object", task=5, image_size=32)) as sim:
+        clean = expert_episode(sim, 7, render=False)
+        noisy = expert_episode(sim, 7, render=False, noise=noise)
+        again = expert_episode(sim, 7, render=False, noise=noise)
+    assert clean.success and noisy.success
+    np.testing.assert_array_equal(noisy.actions, again.actions)  # reproducible per seed
+    n = min(clean.length, noisy.length)
+    assert not np.allclose(clean.actions[:n, :3], noisy.actions[:n, :3])
+    assert np.all(np.abs(noisy.actions) <= 1.0) and np.all(noisy.actions[:, 3:6] == 0)
+
+
+def test_the_local_pilot_loop_runs_a_base_on_libero():
+    """scripts/pilot_base.py's in-process loop (local_eval) drives LIBERO like Meta-World."""
+    import torch
+
+    from services.robot_sim.local_eval import run_local_episodes
+    from w2a_models.base_policy.tiny_vla import TinyVLA, TinyVLAConfig, TinyVLANet
+
+    torch.manual_seed(0)
+    base = TinyVLA(TinyVLANet(TinyVLAConfig(camera="agentview", image_size=32, state_dim=36, action_dim=7)))
+    with LiberoSim(LiberoConfig(suite="libero_object", task=0, image_size=32)) as sim:
+        (episode,) = run_local_episodes(base, sim, [90_000], max_steps=16)
+    assert episode.seed == 90_000 and episode.steps == 16 and not episode.success

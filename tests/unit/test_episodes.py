@@ -86,3 +86,18 @@ def test_bad_index_is_reported(tmp_path):
         EpisodeStore(tmp_path)
     with pytest.raises(EpisodeFormatError, match="no such directory"):
         find_episode_files(tmp_path / "nope")
+
+
+def test_the_state_scale_floor_keeps_a_barely_varying_dimension_from_exploding():
+    """LIBERO's experts never rotate the hand: without a floor a 0.02 drift is ~10 standard deviations."""
+    from w2a_models.base_policy.tiny_vla import TinyVLAConfig, TinyVLANet
+
+    rng = np.random.default_rng(0)
+    states = np.stack([rng.normal(0, 0.1, 500), rng.normal(1.0, 1e-3, 500)], axis=1).astype(np.float32)
+    actions = rng.normal(0, 1, (500, 4)).astype(np.float32)
+    net = TinyVLANet(TinyVLAConfig(state_dim=2))
+    net.set_normalisation(states, actions)
+    assert float(0.02 / net.state_std[1]) > 9
+    net.set_normalisation(states, actions, state_std_floor=0.05)
+    assert float(0.02 / net.state_std[1]) < 0.5
+    assert float(net.state_std[0]) == pytest.approx(float(states[:, 0].std()) + 1e-3, rel=1e-4)  # untouched

@@ -64,7 +64,7 @@ class TinyVLANet(nn.Module):
         1-2 cm or 0.02 quaternion drift into many standard deviations, and the cloned policy leaves
         its data one chunk into a rollout."""
         self.state_mean.copy_(torch.as_tensor(states.mean(0)))
-        self.state_std.copy_(torch.as_tensor(np.maximum(states.std(0), state_std_floor) + 1e-3))
+        self.state_std.copy_(torch.as_tensor(np.maximum(states.std(0), state_std_floor) + 1e-3, dtype=torch.float32))
         self.action_mean.copy_(torch.as_tensor(actions.mean(0)))
         self.action_std.copy_(torch.as_tensor(actions.std(0) + 1e-3))
 
