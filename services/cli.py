@@ -477,8 +477,29 @@ def up(
 
 
 @app.command()
-def status(run_dir: Path = typer.Option(Path("runs/stack"))) -> None:
-    """Health of each service of a running stack and the policy version it serves (JSON)."""
+def status(
+    run_dir: Path = typer.Option(Path("runs/stack")),
+    replica: list[str] = typer.Option([], help="A policy replica host:port to ask (repeatable); with "
+                                               "--replicas-dns, the fleet instead of a `w2a up` stack."),
+    replicas_dns: str = typer.Option("", help="A headless Service name:port: every address it resolves to."),
+    token: str = typer.Option("", envvar="W2A_TRAINER_POLICY_TOKEN", help="Token for GetInfo (robot or trainer)."),
+) -> None:
+    """Health of each service of a running stack and the policy version it serves (JSON); with
+    --replica / --replicas-dns, the residual version every policy replica serves (null: unreachable)."""
+    if replica or replicas_dns:
+        from services.trainer.fleet import resolve_endpoints
+        from w2a_client import PolicyClient
+
+        versions = {}
+        for endpoint in resolve_endpoints(list(replica), replicas_dns):
+            try:
+                with PolicyClient(endpoint, token, retries=0, timeout=3) as client:
+                    versions[endpoint] = int(client.info().residual_version)
+            except Exception:  # noqa: BLE001 - an unreachable replica is reported as null
+                versions[endpoint] = None
+        in_sync = None not in versions.values() and len(set(versions.values())) == 1
+        typer.echo(json.dumps({"replicas": versions, "in_sync": in_sync}, indent=1))
+        return
     from services.stack import stack_status
 
     try:

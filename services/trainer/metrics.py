@@ -23,6 +23,9 @@ class TrainerMetrics:
                                    registry=r)
         self.backoffs = Counter("w2a_trainer_backoffs_total", "Waits after a dependency failed",
                                 ["dependency"], registry=r)
+        self.replica_version = Gauge("w2a_trainer_replica_version", "Residual version each policy replica "
+                                     "serves (-1: unreachable), refreshed every fleet round", ["endpoint"],
+                                     registry=r)
         self.episodes = Counter("w2a_trainer_episodes_total", "Episode-end markers seen",
                                 ["policy_version", "success"], registry=r)
 

@@ -35,6 +35,7 @@ class Snapshot:
     tensors: dict[str, torch.Tensor]
     config: dict
     update: int
+    version: int | None = None  # fixed by a fleet (the same number on every replica); None: next free
 
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
@@ -61,13 +62,24 @@ class WeightPusher:
 
     # -- producer side ---------------------------------------------------------------------------
 
-    def offer(self, tensors: dict[str, torch.Tensor], config: dict, update: int) -> None:
+    def offer(self, tensors: dict[str, torch.Tensor], config: dict, update: int,
+              version: int | None = None) -> None:
         """Queue a snapshot (replacing an older unpushed one). Raises NonFiniteWeights."""
         snapshot = {k: v.detach().cpu().clone() for k, v in tensors.items()}
         check_finite(snapshot)
+        self.offer_snapshot(Snapshot(snapshot, dict(config), update, version))
+
+    def offer_snapshot(self, snapshot: Snapshot) -> None:
+        """Queue an already checked snapshot (a fleet hands the same one to every replica)."""
         with self._cond:
-            self._pending = Snapshot(snapshot, dict(config), update)
+            self._pending = snapshot
             self._cond.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        """A snapshot is waiting or being pushed."""
+        with self._cond:
+            return self._pending is not None or self._busy
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until nothing is waiting to be pushed; False on timeout."""
@@ -100,7 +112,9 @@ class WeightPusher:
     def _push(self, snap: Snapshot) -> int:
         server = self.server_version if self.server_version is not None else self._refresh_server_version()
         parent = max(server, self.pushed_version)
-        version = parent + 1
+        version = parent + 1 if snap.version is None else snap.version
+        if version <= server:  # a fleet version this replica already has (or passed): nothing to do
+            return server
         blob, manifest = pack_tensors(snap.tensors, str(version), str(parent) if parent else None,
                                       snap.config)
         result = self.client.push_residual(blob, manifest, timeout=self.push_timeout_s)
@@ -136,7 +150,7 @@ class WeightPusher:
                 elif code == grpc.StatusCode.INVALID_ARGUMENT and "not newer" in detail:
                     self._count("retry")  # someone else pushed: learn the server's version, go again
                     self.server_version = None
-                    retry = True
+                    retry = snap.version is None  # a fixed fleet version is re-numbered by the fleet
                     delay = 0.0
                 else:
                     self._count("rejected")

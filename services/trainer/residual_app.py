@@ -9,6 +9,7 @@ import threading
 import redis
 
 from services.common.settings import setup_process
+from services.trainer.fleet import FleetPusher, resolve_endpoints
 from services.trainer.metrics import TrainerMetrics
 from services.trainer.pusher import WeightPusher
 from services.trainer.residual_trainer import ResidualTrainer
@@ -51,10 +52,15 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     http = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
     rds = redis.Redis.from_url(settings.resolved_redis_url(), socket_timeout=10, socket_connect_timeout=5)
     root_cert = settings.policy_root_cert.read_bytes() if settings.policy_root_cert else None
-    policy = PolicyClient(settings.policy_url, settings.policy_token.get_secret_value(),
-                          root_certificates=root_cert)
+    def connect(endpoint: str) -> PolicyClient:
+        return PolicyClient(endpoint, settings.policy_token.get_secret_value(), root_certificates=root_cert)
+
     wm = WorldModelClient(settings.wm_url, timeout=120)
-    pusher = WeightPusher(policy, metrics)
+    if settings.policy_urls or settings.policy_dns:
+        pusher = FleetPusher(lambda: resolve_endpoints(settings.policy_urls, settings.policy_dns), connect,
+                             metrics, every_s=settings.fleet_every_s)
+    else:
+        pusher = WeightPusher(connect(settings.policy_url), metrics)
     if settings.mode == "real_future":  # upper bound: the real future through wm_encode
         targets = RealFutureTargets(wm, adapters.config.chunk_size, settings.wm_seed,
                                     settings.wm_concurrency)
@@ -69,18 +75,22 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     if settings.mode != "world_model":
         log.warning("W2A_TRAINER_MODE=%s: an UPPER BOUND taught by the simulator's oracle, not World2Act",
                     settings.mode)
+    fleet = settings.policy_urls + ([settings.policy_dns] if settings.policy_dns else [])
     log.info("Stage 2 trainer %s: stream %s group %s, pushing to %s every %d updates",
-             settings.consumer, settings.stream, settings.group, settings.policy_url, settings.push_every)
+             settings.consumer, settings.stream, settings.group, ", ".join(fleet) or settings.policy_url,
+             settings.push_every)
     try:
         trainer.run(stop, max_updates=max_updates)
     finally:
         if not pusher.flush(15):
             log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
+        clients = [p.client for p in pusher.replicas.values()] if isinstance(pusher, FleetPusher) else [pusher.client]
         pusher.close(1)
+        for client in clients:
+            client.close()
         if hasattr(targets, "close"):
             targets.close()
         wm.close()
-        policy.close()
         rds.close()
         if http is not None:
             http[0].shutdown()

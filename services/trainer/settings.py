@@ -32,7 +32,12 @@ class TrainerSettings(BaseSettings):
     # world_model = World2Act. Upper bounds (need sim robots with an oracle, never the headline):
     # expert_corrected regresses a* - a_base; real_future encodes the expert's rendered future.
     mode: Literal["world_model", "expert_corrected", "real_future"] = "world_model"
-    policy_url: str = "127.0.0.1:50051"
+    policy_url: str = "127.0.0.1:50051"  # one replica (its admin port when it has one)
+    # a fleet (issue 21): every replica gets every version; endpoints listed and/or a headless
+    # Service's "name:port" resolved every fleet_every_s. Either set: policy_url is not used.
+    policy_urls: list[str] = []
+    policy_dns: str = ""
+    fleet_every_s: float = Field(5.0, gt=0)
     policy_token: SecretStr = SecretStr("")  # the policy server's trainer token
     policy_root_cert: Path | None = None  # TLS to the policy server when set
 
