@@ -26,6 +26,8 @@ class TrainerMetrics:
         self.replica_version = Gauge("w2a_trainer_replica_version", "Residual version each policy replica "
                                      "serves (-1: unreachable), refreshed every fleet round", ["endpoint"],
                                      registry=r)
+        self.wm_calls = Gauge("w2a_trainer_wm_calls", "World-model calls answered, by server and model",
+                              ["endpoint", "model"], registry=r)
         self.episodes = Counter("w2a_trainer_episodes_total", "Episode-end markers seen",
                                 ["policy_version", "success"], registry=r)
 

@@ -56,6 +56,9 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
         return PolicyClient(endpoint, settings.policy_token.get_secret_value(), root_certificates=root_cert)
 
     wm = WorldModelClient(settings.wm_url, timeout=120)
+    for endpoint in wm.endpoints:  # which server answered what, read when Prometheus scrapes
+        for model in ("wm_generate", "wm_encode"):
+            metrics.wm_calls.labels(endpoint, model).set_function(lambda key=(endpoint, model): wm.served[key])
     if settings.policy_urls or settings.policy_dns:
         pusher = FleetPusher(lambda: resolve_endpoints(settings.policy_urls, settings.policy_dns), connect,
                              metrics, every_s=settings.fleet_every_s)

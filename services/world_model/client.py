@@ -1,12 +1,18 @@
 """WorldModelClient: the trainer's and tools' view of the world-model service (Triton gRPC).
 
 Deadlines on every call, retries with backoff on UNAVAILABLE, and local checks of shapes and
-dtypes before anything is sent (Triton validates again on its side).
+dtypes before anything is sent (Triton validates again on its side). Several servers
+(``url="a:8001,b:8001"``, issue 21) are balanced on the client: calls go round robin over the
+servers that answer; one that fails with UNAVAILABLE (or does not connect) is skipped for
+``cooldown_s`` and then tried again. ``served`` counts which endpoint answered which model.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,19 +29,29 @@ class Generated:
 
 
 class WorldModelClient:
-    def __init__(self, url: str = "127.0.0.1:8001", timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 0.5) -> None:
+    def __init__(self, url: str | list[str] = "127.0.0.1:8001", timeout: float = 60.0, retries: int = 3,
+                 backoff: float = 0.5, cooldown_s: float = 5.0) -> None:
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpcclient
-        self.url = url
+        self.endpoints = [u.strip() for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
+        if not self.endpoints:
+            raise ValueError("no world-model endpoint given")
+        self.url = ",".join(self.endpoints)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
-        self.client = grpcclient.InferenceServerClient(url)
+        self.cooldown_s = cooldown_s
+        self.clients = {e: grpcclient.InferenceServerClient(e) for e in self.endpoints}
+        self.client = self.clients[self.endpoints[0]]  # health checks of a single-server client
+        self.served: Counter[tuple[str, str]] = Counter()  # (endpoint, model) -> answered calls
+        self._down_until: dict[str, float] = {}
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        self.client.close()
+        for client in self.clients.values():
+            client.close()
 
     def __enter__(self) -> WorldModelClient:
         return self
@@ -44,9 +60,11 @@ class WorldModelClient:
         self.close()
 
     def ready(self) -> bool:
+        """Every endpoint serves both models."""
         try:
-            return bool(self.client.is_server_ready(client_timeout=5)) and all(
-                self.client.is_model_ready(m, client_timeout=5) for m in ("wm_encode", "wm_generate"))
+            return all(bool(c.is_server_ready(client_timeout=5)) and all(
+                c.is_model_ready(m, client_timeout=5) for m in ("wm_encode", "wm_generate"))
+                for c in self.clients.values())
         except Exception:  # noqa: BLE001 - unreachable counts as not ready
             return False
 
@@ -64,22 +82,43 @@ class WorldModelClient:
         tensor.set_data_from_numpy(array)
         return tensor
 
+    def _order(self) -> list[str]:
+        """Endpoints to try for one call: round robin over the ones not cooling down, then the rest."""
+        with self._lock:
+            start = next(self._turn) % len(self.endpoints)
+            now = time.monotonic()
+            turn = self.endpoints[start:] + self.endpoints[:start]
+            up = [e for e in turn if self._down_until.get(e, 0.0) <= now]
+            return up + [e for e in turn if e not in up]
+
+    def _mark_down(self, endpoint: str) -> None:
+        with self._lock:
+            self._down_until[endpoint] = time.monotonic() + self.cooldown_s
+
     def _infer(self, model: str, inputs, outputs: list[str]):
         from tritonclient.utils import InferenceServerException
 
         delay = self.backoff
         for attempt in range(self.retries + 1):
-            try:
-                result = self.client.infer(model, inputs, client_timeout=self.timeout,
-                                           outputs=[self._grpc.InferRequestedOutput(o) for o in outputs])
+            failure = ""
+            for endpoint in self._order():
+                try:
+                    result = self.clients[endpoint].infer(
+                        model, inputs, client_timeout=self.timeout,
+                        outputs=[self._grpc.InferRequestedOutput(o) for o in outputs])
+                except InferenceServerException as exc:
+                    if "UNAVAILABLE" not in (exc.status() or "").upper():
+                        raise WorldModelError(f"{model}: {exc.message() or exc}") from None
+                    failure = f"{endpoint}: {exc.message() or exc}"
+                    self._mark_down(endpoint)  # the next server takes this call
+                    continue
+                with self._lock:
+                    self.served[(endpoint, model)] += 1
                 return [result.as_numpy(o) for o in outputs]
-            except InferenceServerException as exc:
-                status = (exc.status() or "").upper()
-                retryable = "UNAVAILABLE" in status
-                if not retryable or attempt == self.retries:
-                    raise WorldModelError(f"{model}: {exc.message() or exc}") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            if attempt == self.retries:
+                raise WorldModelError(f"{model}: no world-model server answered ({failure})")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     def encode(self, video: np.ndarray, text: str = "") -> np.ndarray:
         """uint8 [T, H, W, 3] -> features [T_lat, D]."""

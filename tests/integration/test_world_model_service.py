@@ -267,3 +267,31 @@ def test_serve_world_model_cli_stops_cleanly_on_sigterm(tmp_path):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "world model stopped (tritonserver exit 0)" in out
+
+
+def test_calls_spread_over_two_servers_and_go_on_when_one_stops(tmp_path):
+    """Client-side balancing (issue 21): round robin over the servers that answer; a stopped one is
+    skipped (and tried again after its cool-down), so Stage 2's wm_generate calls keep going."""
+    model_dir = build_tiny(tmp_path / "tiny")
+    servers = [TritonServer(model_dir, tmp_path / f"triton{i}", TritonPorts(free_port(), free_port(), free_port()))
+               for i in range(2)]
+    for s in servers:
+        s.start(timeout=180)
+    endpoints = [f"127.0.0.1:{s.ports.grpc}" for s in servers]
+    frame = _clip(1)[0]
+    try:
+        with WorldModelClient(",".join(endpoints), timeout=60, retries=1, backoff=0.1, cooldown_s=60) as wm:
+            assert wm.ready()
+            first = [wm.generate(frame, "push the puck", 9, seed=3).features for _ in range(4)]
+            assert {wm.served[(e, "wm_generate")] for e in endpoints} == {2}  # two calls each
+            np.testing.assert_allclose(first[0], first[1], atol=1e-5)  # same weights, same seed, same target
+            servers[1].stop()
+            after = [wm.generate(frame, "push the puck", 9, seed=3).features for _ in range(4)]
+            assert wm.served[(endpoints[0], "wm_generate")] == 6 and wm.served[(endpoints[1], "wm_generate")] == 2
+            np.testing.assert_allclose(after[0], first[0], atol=1e-5)
+            servers[0].stop()
+            with pytest.raises(WorldModelError, match="no world-model server answered"):
+                wm.generate(frame, "push the puck", 9)
+    finally:
+        for s in servers:
+            s.stop()
