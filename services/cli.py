@@ -352,9 +352,13 @@ def train_adapters_cmd(
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Stage 1: align WM chunk latents (from wm_encode) with action chunks; held-out retrieval."""
+    """Stage 1: align WM chunk latents (from wm_encode) with action chunks; held-out retrieval.
+
+    Data-parallel under `torchrun --nproc-per-node N` (and across nodes): each rank trains on its
+    shard of every global batch; rank 0 writes the checkpoint and the evaluation."""
     import torch
 
+    from services.jobs.distributed import init_from_env, shutdown
     from services.jobs.stage1 import Stage1Config, train_stage1
     from services.jobs.stage1_data import TritonEncoder, build_chunks
     from services.world_model.client import WorldModelClient, WorldModelError
@@ -363,18 +367,27 @@ def train_adapters_cmd(
     torch.set_num_threads(1)
     if alignment not in ("chunk", "trajectory"):
         _fail("--alignment must be 'chunk' or 'trajectory'")
+    ranks = init_from_env()
     try:
-        with WorldModelClient(wm_url, timeout=120) as client:
-            client.wait_ready(30)
-            chunks = build_chunks(find_episode_files(data), TritonEncoder(client), chunk_size,
-                                  cache_dir, progress=not as_json)
+        for turn in ("main", "others"):  # rank 0 fills the latent cache, the others then read it
+            if (turn == "main") == ranks.main:
+                with WorldModelClient(wm_url, timeout=120) as client:
+                    client.wait_ready(30)
+                    chunks = build_chunks(find_episode_files(data), TritonEncoder(client), chunk_size,
+                                          cache_dir, progress=not as_json and ranks.main)
+            if ranks.distributed:
+                torch.distributed.barrier()
         result = train_stage1(chunks, out, Stage1Config(alignment=alignment, steps=steps,
                               batch_size=batch_size, hard_negatives=hard_negatives, seed=seed,
                               video_encoder=video_encoder, same_index_negatives=same_index_negatives,
                               perturbed_negatives=perturbed_negatives, perturb_scale=perturb_scale),
-                              progress=not as_json, resume=resume)
+                              progress=not as_json, resume=resume, ranks=ranks)
     except (WorldModelError, EpisodeFormatError, ValueError) as exc:
         _fail(str(exc))
+    finally:
+        shutdown(ranks)
+    if not ranks.main:
+        return
     keys = ("alignment", "v2a_top1_same_skill", "a2v_top1_same_skill", "v2a_top1_all", "recon_mse")
     summary = {k: result[k] for k in keys}
     typer.echo(json.dumps(summary if as_json else result, indent=None if as_json else 1))

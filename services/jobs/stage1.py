@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from services.jobs.distributed import Ranks, gather_rows
 from services.jobs.stage1_data import ChunkSet
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_checkpoint, save_module
@@ -154,8 +155,51 @@ def retrieval(model: Stage1Adapters, chunks: ChunkSet) -> dict:
     return out
 
 
+class Stage1Objective(torch.nn.Module):
+    """The Stage 1 loss of one global batch, computed from this rank's rows: every per-row output
+    (embeddings, hard-negative embeddings, reconstructions, perturbed-negative scores) is gathered
+    from all ranks, so the in-batch negatives are the whole global batch and the loss is the one a
+    single process computes (``DistributedDataParallel`` wraps this module and averages the
+    gradients; ``gather_rows`` hands each rank the gradient of its own rows)."""
+
+    def __init__(self, model: Stage1Adapters, config: Stage1Config, ranks: Ranks) -> None:
+        super().__init__()
+        self.model, self.config, self.ranks = model, config, ranks
+        self.loss_config = Stage1LossConfig(config.temperature, 1.0, config.reconstruction_weight)
+
+    def forward(self, latents, actions, hard_latents, hard_actions, hard_mask, noise):
+        """Local rows: latents [b, L, D], actions [b, M, A], hard_* [b, k, ...], noise [b, p, M, A]."""
+        m, cfg, gather = self.model, self.config, lambda t: gather_rows(t, self.ranks)
+        b, k = len(latents), cfg.hard_negatives
+        zv, za = m.video(latents), m.action(actions)
+        hv = m.video(hard_latents.flatten(0, 1)).view(b, k, -1)
+        ha = m.action(hard_actions.flatten(0, 1)).view(b, k, -1)
+        loss = stage1_loss(gather(zv), gather(za), gather(m.decoder(za)), gather(actions), self.loss_config,
+                           gather(ha), gather(hv), gather(hard_mask.to(torch.uint8)).bool())
+        total = loss.total
+        if cfg.perturbed_negatives:
+            scores = gather(local_scores_from(m, zv, za, actions[:, None] + cfg.perturb_scale * noise))
+            total = total + cfg.local_weight * torch.nn.functional.cross_entropy(
+                scores / cfg.temperature, torch.zeros(len(scores), dtype=torch.long))
+        return total, loss.contrastive.detach(), loss.reconstruction.detach(), loss.total.detach()
+
+
+def local_scores_from(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,
+                      noisy: torch.Tensor) -> torch.Tensor:
+    """[B, 1 + k] cosines of each video with its own chunk and the k given noisy copies [B, k, M, A]."""
+    zn = model.action(noisy.flatten(0, 1)).view(len(noisy), noisy.shape[1], -1)
+    v = torch.nn.functional.normalize(z_video, dim=-1)
+    pos = (v * torch.nn.functional.normalize(z_action, dim=-1)).sum(-1, keepdim=True)
+    neg = torch.einsum("be,bke->bk", v, torch.nn.functional.normalize(zn, dim=-1))
+    return torch.cat([pos, neg], dim=1)
+
+
 def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage1Config(),
-                 progress: bool = True, resume: bool = False) -> dict:
+                 progress: bool = True, resume: bool = False, ranks: Ranks = Ranks()) -> dict:
+    """Train the adapters (one process, or one rank of a ``torchrun`` job: each rank computes its
+    shard of every global batch; hard negatives are drawn from the *whole* training set, with the
+    same generator on every rank, so a rank's rows get the negatives a single process would give
+    them; rank 0 alone writes the checkpoint, evaluation and charts)."""
     from services.jobs.plots import plot_curves
 
     torch.manual_seed(config.seed)
@@ -175,34 +219,37 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
         tensors, manifest = load_checkpoint(ckpt_dir)
         model.load_state_dict(tensors)
         start_step = int(manifest.config.get("step", 0))
+    objective = Stage1Objective(model, config, ranks)
+    if ranks.distributed:  # one replica per rank; gradients averaged over the global batch
+        objective = torch.nn.parallel.DistributedDataParallel(objective)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
-    loss_cfg = Stage1LossConfig(config.temperature, 1.0, config.reconstruction_weight)
     lat, act = torch.from_numpy(pairs.latents), torch.from_numpy(pairs.actions)
     batch = min(config.batch_size, len(pairs))
+    batch -= batch % ranks.world  # the global batch splits evenly over the ranks
     position = chunk_positions(pairs.skill, pairs.demo) if config.same_index_negatives else None
     history = []
-    bar = tqdm(range(start_step, config.steps), desc=f"stage1 {config.alignment}", disable=not progress)
+    bar = tqdm(range(start_step, config.steps), desc=f"stage1 {config.alignment}",
+               disable=not progress or not ranks.main)
+    k, p = config.hard_negatives, config.perturbed_negatives
     for step in bar:
-        rows = rng.choice(len(pairs), size=batch, replace=False)
-        hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, config.hard_negatives, rng,
-                                         position)
-        zv, za = model.video(lat[rows]), model.action(act[rows])
-        hv = model.video(lat[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
-        ha = model.action(act[hard.reshape(-1)]).view(batch, config.hard_negatives, -1)
-        loss = stage1_loss(zv, za, model.decoder(za), act[rows], loss_cfg, ha, hv, torch.from_numpy(mask))
-        total = loss.total
-        if config.perturbed_negatives:
-            total = total + config.local_weight * perturbed_negative_loss(
-                model, zv, za, act[rows], config.perturbed_negatives, config.perturb_scale,
-                config.temperature)
+        rows = rng.choice(len(pairs), size=batch, replace=False)  # the same draw on every rank
+        hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, k, rng, position)
+        noise = torch.randn((batch, p, *act.shape[1:])) if p else torch.zeros((batch, 0, *act.shape[1:]))
+        mine = ranks.shard(np.arange(batch), batch)
+        r, h = rows[mine], hard[mine]
+        total, contrastive, reconstruction, stage1_total = objective(
+            lat[r], act[r], lat[h.reshape(-1)].view(len(r), k, *lat.shape[1:]),
+            act[h.reshape(-1)].view(len(r), k, *act.shape[1:]), torch.from_numpy(mask[mine]), noise[mine])
         opt.zero_grad()
-        total.backward()
+        (total * ranks.world).backward()  # see distributed.gather_rows: the averaged gradient is dL/dθ
         opt.step()
         if step % 25 == 0 or step + 1 == config.steps:
-            history.append({"step": step + 1, "total": loss.total.item(),
-                            "contrastive": loss.contrastive.item(), "reconstruction": loss.reconstruction.item()})
-            bar.set_postfix(loss=f"{loss.total.item():.3f}")
+            history.append({"step": step + 1, "total": stage1_total.item(), "contrastive": contrastive.item(),
+                            "reconstruction": reconstruction.item()})
+            bar.set_postfix(loss=f"{stage1_total.item():.3f}")
     model.eval()
+    if not ranks.main:
+        return {"alignment": config.alignment, "rank": ranks.rank, "history": history}
     metrics = retrieval(model, held)
     result = {"alignment": config.alignment, **metrics, "train_pairs": len(pairs),
               "skills": len(chunks.skill_names), "config": asdict(config)}

@@ -73,6 +73,8 @@ def test_broken_manifests_are_caught(rendered):
         ["containers"][0].update({"image": "someone/else:1.0"}),
         "GPU limits outside": lambda d: _find(d, "Deployment", "policy")["spec"]["template"]["spec"]
         ["containers"][0]["resources"]["limits"].update({"nvidia.com/gpu": 1}),
+        "NNODES=1 but completions/parallelism = 2/2": lambda d: _find(d, "Job", "stage1")["spec"].update(
+            {"completions": 2, "parallelism": 2}),
         "inline Secret": lambda d: d.append({"apiVersion": "v1", "kind": "Secret",
                                              "metadata": {"name": "oops"}, "data": {"k": "c2VjcmV0"}}),
     }
