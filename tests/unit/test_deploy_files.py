@@ -61,7 +61,7 @@ def test_gpu_only_in_the_gpu_overlay(rendered):
 def test_broken_manifests_are_caught(rendered):
     docs = _docs(rendered["local"])
     cases = {
-        "resources.limits lacks": lambda d: _find(d, "Deployment", "policy")["spec"]["template"]["spec"]
+        "resources.limits lacks": lambda d: _find(d, "StatefulSet", "policy")["spec"]["template"]["spec"]
         ["containers"][0]["resources"].pop("limits"),
         "no readinessProbe": lambda d: _find(d, "Deployment", "planner")["spec"]["template"]["spec"]
         ["containers"][0].pop("readinessProbe"),
@@ -71,7 +71,7 @@ def test_broken_manifests_are_caught(rendered):
         .update({"W2A_POLICY_NO_SUCH_THING": "1"}),
         "neither a docker/ image": lambda d: _find(d, "Deployment", "planner")["spec"]["template"]["spec"]
         ["containers"][0].update({"image": "someone/else:1.0"}),
-        "GPU limits outside": lambda d: _find(d, "Deployment", "policy")["spec"]["template"]["spec"]
+        "GPU limits outside": lambda d: _find(d, "StatefulSet", "policy")["spec"]["template"]["spec"]
         ["containers"][0]["resources"]["limits"].update({"nvidia.com/gpu": 1}),
         "NNODES=1 but completions/parallelism = 2/2": lambda d: _find(d, "Job", "stage1")["spec"].update(
             {"completions": 2, "parallelism": 2}),
@@ -85,7 +85,7 @@ def test_broken_manifests_are_caught(rendered):
         assert any(needle in e for e in errors), (needle, errors)
     # and the schema check rejects what the API server would (unknown field, strict mode)
     broken = copy.deepcopy(docs)
-    _find(broken, "Deployment", "policy")["spec"]["replicass"] = 2
+    _find(broken, "StatefulSet", "policy")["spec"]["replicass"] = 2
     ok, output = check.validate(yaml.safe_dump_all(broken))
     assert not ok and "replicass" in output
 
