@@ -55,7 +55,9 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     def connect(endpoint: str) -> PolicyClient:
         return PolicyClient(endpoint, settings.policy_token.get_secret_value(), root_certificates=root_cert)
 
-    wm = WorldModelClient(settings.wm_url, timeout=120)
+    wm_endpoints = resolve_endpoints([u for u in settings.wm_url.split(",") if u.strip()] if not settings.wm_dns
+                                     else [], settings.wm_dns)
+    wm = WorldModelClient(wm_endpoints, timeout=120)
     for endpoint in wm.endpoints:  # which server answered what, read when Prometheus scrapes
         for model in ("wm_generate", "wm_encode"):
             metrics.wm_calls.labels(endpoint, model).set_function(lambda key=(endpoint, model): wm.served[key])
