@@ -75,7 +75,33 @@ def render() -> str:
             note = notes.get(name, "").replace("|", "\\|")
             out.append(f"| `{prefix}{name.upper()}` | {_type(field)} | {_default(field)} | {note} |")
         out.append("")
+        if cls_name == "PolicySettings":
+            out += _base_backends(prefix)
     return "\n".join(out)
+
+
+def _base_backends(prefix: str) -> list[str]:
+    """The policy server's base: one table per backend, its fields nested under ``BASE__``."""
+    from services.policy.base_settings import BACKENDS
+
+    out = [f"### Base backends (`{prefix}BASE__<FIELD>`, or all at once as JSON in `{prefix}BASE`)", "",
+           "Chosen by `BACKEND`; each backend has its own fields and defaults "
+           "(`services/policy/base_settings.py`).", ""]
+    for backend in BACKENDS:
+        kind = backend.model_fields["backend"].annotation.__args__[0]
+        notes = {}
+        for klass in reversed(backend.__mro__[:-1]):  # a backend's own comments over its parents'
+            if klass.__module__ == backend.__module__:
+                notes.update(_comments(klass))
+        out += [f"#### `{kind}`: {(backend.__doc__ or '').strip().splitlines()[0]}", "",
+                "| variable | type | default | notes |", "| --- | --- | --- | --- |"]
+        for name, field in backend.model_fields.items():
+            if name == "backend":
+                continue
+            note = notes.get(name, "").replace("|", "\\|")
+            out.append(f"| `{prefix}BASE__{name.upper()}` | {_type(field)} | {_default(field)} | {note} |")
+        out.append("")
+    return out
 
 
 if __name__ == "__main__":

@@ -40,10 +40,14 @@ def docker_images() -> set[str]:
 def settings_fields() -> dict[str, set[str]]:
     import importlib
 
+    from services.policy.base_settings import BACKENDS
+
     out = {}
     for prefix, (module, cls) in SETTINGS.items():
         fields = getattr(importlib.import_module(module), cls).model_fields
         out[prefix] = {prefix + name.upper() for name in fields}
+        if "base" in fields and prefix == "W2A_POLICY_":  # the nested base backend (W2A_POLICY_BASE__FIELD)
+            out[prefix] |= {f"{prefix}BASE__{name.upper()}" for b in BACKENDS for name in b.model_fields}
     return out
 
 

@@ -153,20 +153,22 @@ app.add_typer(serve_app, name="serve")
 def serve_policy(
     host: str | None = typer.Option(None, help="Bind address (W2A_POLICY_HOST)."),
     port: int | None = typer.Option(None, help="gRPC port (W2A_POLICY_PORT, default 50051)."),
-    base: Path | None = typer.Option(None, help="TinyVLA checkpoint (W2A_POLICY_BASE_CHECKPOINT)."),
+    base: Path | None = typer.Option(None, help="TinyVLA checkpoint (W2A_POLICY_BASE__CHECKPOINT)."),
     state_dir: Path | None = typer.Option(None, help="Residual versions and spool (W2A_POLICY_STATE_DIR)."),
 ) -> None:
     """The gRPC policy server (a_base + a_residual). Other settings: W2A_POLICY_* variables."""
     from pydantic import ValidationError
 
     from services.policy.app import run_policy_server
+    from services.policy.base_settings import TinyVlaBase
     from services.policy.settings import PolicySettings
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "base_checkpoint": base,
-                                   "state_dir": state_dir}.items() if v is not None}
+    overrides = {k: v for k, v in {"host": host, "port": port, "state_dir": state_dir}.items() if v is not None}
     try:
         settings = PolicySettings(**overrides)
-    except ValidationError as exc:
+        if base is not None:  # --base: a TinyVLA checkpoint, whatever the environment says
+            settings = settings.model_copy(update={"base": TinyVlaBase(checkpoint=base)})
+    except (ValidationError, ValueError) as exc:
         _fail(f"bad policy settings: {exc}")
     try:
         run_policy_server(settings)

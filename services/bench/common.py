@@ -37,7 +37,7 @@ def policy_process(base_dir: Path, state_dir: Path, redis_url: str | None, **set
 def policy_server_process(base_dir: Path, state_dir: Path, redis_url: str | None, **settings):
     port = free_port()
     env = {**os.environ, "W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": "0",
-           "W2A_POLICY_BASE_CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state_dir),
+           "W2A_POLICY_BASE__CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state_dir),
            "W2A_POLICY_ROBOT_TOKENS": f'["{ROBOT}"]', "W2A_POLICY_TRAINER_TOKEN": TRAINER,
            "W2A_POLICY_LOG_ROLLOUTS": "true" if redis_url else "false",
            **({"W2A_POLICY_REDIS_URL": redis_url} if redis_url else {}),

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.streams import ROLLOUT_STREAM
+from services.policy.base_settings import BaseBackend, TinyVlaBase, refuse_flat_names
 
 
 class PolicySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="W2A_POLICY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="W2A_POLICY_", env_nested_delimiter="__", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(50051, ge=0, le=65535)  # 0 = pick a free port
@@ -22,31 +22,9 @@ class PolicySettings(BaseSettings):
     openpi_image_keys: dict[str, str] = {"observation/image": "corner"}  # openpi key -> camera
     openpi_state_key: str = "observation/state"
     openpi_prompt_key: str = "prompt"
-    # remote: the last three
-    base_backend: Literal["tiny-vla", "lerobot", "openpi", "gr00t", "cosmos-policy"] = "tiny-vla"
-    base_checkpoint: Path | None = None  # TinyVLA checkpoint directory, or a LeRobot pretrained_model directory
-    # lerobot base: camera -> LeRobot image feature key ({} = "observation.images.<camera>"), served M, device
-    lerobot_image_keys: dict[str, str] = {}
-    lerobot_chunk_size: int | None = Field(None, ge=1)  # None: the policy's own horizon
-    lerobot_device: str = "cpu"
-    # remote base (base_backend=openpi): address, key mapping, shapes, deadlines
-    remote_host: str = "127.0.0.1"  # cosmos-policy: the URL is http://<host>:<port>
-    remote_port: int = Field(8000, ge=1, le=65535)
-    remote_api_key: SecretStr = SecretStr("")
-    remote_cameras: dict[str, list[int]] = {"corner": [224, 224]}  # camera -> [height, width]
-    remote_image_keys: dict[str, str] = {"corner": "observation/image"}  # camera -> remote key
-    remote_state_key: str = "observation/state"
-    remote_prompt_key: str = "prompt"
-    remote_action_key: str = "actions"
-    remote_state_dim: int = Field(8, ge=1)
-    remote_action_dim: int = Field(7, ge=1)
-    remote_chunk_size: int = Field(10, ge=1)
-    # gr00t only: how the state vector splits into GR00T state keys, and the action keys, in order
-    remote_state_parts: list[tuple[str, int]] = [("state.single_arm", 7), ("state.gripper", 1)]
-    remote_action_parts: list[tuple[str, int]] = [("action.single_arm", 6), ("action.gripper", 1)]
-    remote_language_key: str = "annotation.human.task_description"
-    remote_connect_timeout_s: float = Field(5.0, gt=0)
-    remote_call_timeout_s: float = Field(2.0, gt=0)
+    # the frozen base: one settings class per backend (services/policy/base_settings.py), nested
+    # as W2A_POLICY_BASE__<FIELD> (W2A_POLICY_BASE__BACKEND=openpi, W2A_POLICY_BASE__HOST=…) or JSON
+    base: BaseBackend = TinyVlaBase()
     state_dir: Path = Path("runs/policy")  # residual versions, rollout spool
     keep_versions: int = Field(5, ge=1)
 
@@ -79,6 +57,15 @@ class PolicySettings(BaseSettings):
     stream_maxlen: int = Field(200_000, ge=100)
     log_queue_size: int = Field(10_000, ge=1)
     log_linger_ms: float = Field(50.0, ge=0)  # the writer gathers records this long per pipeline
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_flat_base_names(cls, data):
+        refuse_flat_names()
+        base = data.get("base") if isinstance(data, dict) else None
+        if isinstance(base, dict) and "backend" not in base:  # W2A_POLICY_BASE__CHECKPOINT alone: TinyVLA
+            data = {**data, "base": {"backend": "tiny-vla", **base}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> PolicySettings:

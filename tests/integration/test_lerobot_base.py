@@ -171,6 +171,6 @@ def test_settings_select_the_lerobot_base(tmp_path):
     from services.policy.app import load_base
 
     with pytest.raises(ValueError, match="LeRobot pretrained_model directory"):
-        load_base(settings(tmp_path, base_backend="lerobot"))
+        load_base(settings(tmp_path, base={"backend": "lerobot"}))
     with pytest.raises((LeRobotNotInstalled, FileNotFoundError)):
-        load_base(settings(tmp_path, base_backend="lerobot", base_checkpoint=tmp_path))
+        load_base(settings(tmp_path, base={"backend": "lerobot", "checkpoint": tmp_path}))

@@ -24,7 +24,7 @@ def _start(tmp_path, env_extra):
     tiny_base().save(ckpt)
     port, metrics = free_port(), free_port()
     env = {**os.environ, "W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": str(metrics),
-           "W2A_POLICY_BASE_CHECKPOINT": str(ckpt), "W2A_POLICY_STATE_DIR": str(tmp_path / "state"),
+           "W2A_POLICY_BASE__CHECKPOINT": str(ckpt), "W2A_POLICY_STATE_DIR": str(tmp_path / "state"),
            "W2A_POLICY_ROBOT_TOKENS": f'["{ROBOT}"]', "W2A_POLICY_TRAINER_TOKEN": TRAINER,
            **env_extra}
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "policy"], env=env,

@@ -209,7 +209,7 @@ def test_policy_server_kill_9_mid_push_serves_the_last_accepted_version(tmp_path
     state = tmp_path / "state"
     port = free_port()
     env = {**os.environ, "W2A_POLICY_PORT": str(port), "W2A_POLICY_METRICS_PORT": "0",
-           "W2A_POLICY_BASE_CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state),
+           "W2A_POLICY_BASE__CHECKPOINT": str(base_dir), "W2A_POLICY_STATE_DIR": str(state),
            "W2A_POLICY_ROBOT_TOKENS": json.dumps([ROBOT]), "W2A_POLICY_TRAINER_TOKEN": TRAINER,
            "W2A_POLICY_LOG_ROLLOUTS": "false"}
 
