@@ -79,3 +79,15 @@ def stream_records(url: str, stream: str = ROLLOUT_STREAM, oracle: bool = False)
                 for _, fields in client.xrange(stream)]
     finally:
         client.close()
+
+
+def wait_for(predicate, timeout: float = 15.0, poll_s: float = 0.05) -> bool:
+    """True as soon as ``predicate()`` is, False after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False

@@ -56,6 +56,7 @@ class StepOutput:
     residual_ms: float
     batch_size: int
     features: np.ndarray | None = None  # the base's observation features (the residual's input)
+    server_ms: float = 0.0  # request received -> answer ready (PolicyService.act fills it in)
 
 
 class EngineStopped(RuntimeError):

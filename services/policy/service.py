@@ -22,7 +22,7 @@ from services.policy.sessions import SessionTable
 from services.policy.settings import PolicySettings
 from w2a_models.base_policy import BasePolicy, BaseUnavailable
 
-__all__ = ["ActResult", "BaseUnavailable", "InvalidRequest", "PolicyService", "RobotStep"]
+__all__ = ["BaseUnavailable", "InvalidRequest", "PolicyService", "RobotStep"]
 
 
 class InvalidRequest(ValueError):
@@ -53,23 +53,6 @@ class RobotStep:
     received: float = field(default_factory=time.perf_counter)  # when the transport had the request
 
 
-@dataclass(frozen=True)
-class ActResult:
-    """The chunk a robot executes, with what made it (for the response and the record)."""
-
-    final: np.ndarray  # float32 [M, A]
-    base: np.ndarray
-    residual: np.ndarray
-    version: int
-    fallback: bool
-    fallback_reason: str
-    queue_ms: float
-    base_ms: float
-    residual_ms: float
-    server_ms: float
-    batch_size: int
-
-
 class PolicyService:
     """The acting core: validation, the micro-batching engine, per-robot smoothing, logging."""
 
@@ -79,7 +62,7 @@ class PolicyService:
         self.metrics, self.rollouts = metrics, rollouts
         self.sessions = SessionTable(settings.smooth_steps)
 
-    async def act(self, step: RobotStep, method: str) -> ActResult:
+    async def act(self, step: RobotStep, method: str) -> StepOutput:
         """Answer one step; ``method`` labels the latency metric (Act, StreamAct, openpi)."""
         try:
             engine_input = self._check(step)
@@ -92,11 +75,10 @@ class PolicyService:
             self.metrics.rejected.labels("UNAVAILABLE").inc()
             raise
         out.final = self.sessions.apply(step.robot_id, step.episode_id, out.final)
-        server_ms = (time.perf_counter() - step.received) * 1e3
-        self.metrics.latency.labels(method).observe(server_ms / 1e3)
-        self._log_step(step, out, server_ms)
-        return ActResult(out.final, out.base, out.residual, out.version, out.fallback, out.fallback_reason,
-                         out.queue_ms, out.base_ms, out.residual_ms, server_ms, out.batch_size)
+        out.server_ms = (time.perf_counter() - step.received) * 1e3
+        self.metrics.latency.labels(method).observe(out.server_ms / 1e3)
+        self._log_step(step, out, out.server_ms)
+        return out
 
     def end_episode(self, robot_id: str, episode_id: str, step: int, success: bool, session_id: str = "",
                     evaluation: bool = False) -> None:

@@ -9,7 +9,7 @@ import torch
 from services.common.redis_server import free_port
 from services.policy.server import PolicyServer
 from services.trainer.fleet import FleetPusher, resolve_endpoints
-from tests.policy_helpers import TRAINER, ServerThread, settings, tiny_base
+from tests.policy_helpers import TRAINER, ServerThread, settings, tiny_base, wait_for
 from w2a_client import PolicyClient
 from w2a_models.residual import ResidualConfig, ResidualPolicy
 
@@ -21,15 +21,6 @@ def _residual(base, seed):
                          hidden=16, scale=0.2)
     module = ResidualPolicy(cfg)
     return module.state_dict(), cfg.__dict__
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Watcher(threading.Thread):
@@ -75,13 +66,13 @@ def test_every_replica_ends_on_the_newest_version_and_serves_only_pushed_ones(tm
             fleet.offer(*_residual(base, update), update)
             offered.add(fleet.current.version)
             time.sleep(0.1)
-        assert _wait(lambda: fleet.served_versions()[endpoints[0]] == 6)
+        assert wait_for(lambda: fleet.served_versions()[endpoints[0]] == 6, 30)
         replicas[1] = server(1).__enter__()  # back, with its state dir: it restored v3
-        assert _wait(lambda: set(fleet.served_versions().values()) == {6}), fleet.served_versions()
+        assert wait_for(lambda: set(fleet.served_versions().values()) == {6}, 30), fleet.served_versions()
         # a replica that comes back without its state (a new pod) is brought up to date too
         replicas[2].__exit__(None, None, None)
         replicas[2] = ServerThread(PolicyServer(settings(tmp_path / "p2-new", port=ports[2]), base)).__enter__()
-        assert _wait(lambda: set(fleet.served_versions().values()) == {6}), fleet.served_versions()
+        assert wait_for(lambda: set(fleet.served_versions().values()) == {6}, 30), fleet.served_versions()
     finally:
         watcher.stop.set()
         watcher.join(5)

@@ -9,7 +9,7 @@ from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import STREAM_FIELD, RolloutLogger, logged_image, unpack_record
 from services.common.rollout_record import ROLLOUT_STREAM, EpisodeEnd, StepRecord
 from services.policy.server import PolicyServer
-from tests.policy_helpers import ROBOT, ServerThread, observation, settings, stream_records, tiny_base
+from tests.policy_helpers import ROBOT, ServerThread, observation, settings, stream_records, tiny_base, wait_for
 from w2a_client.client import PolicyClient
 
 STREAM = ROLLOUT_STREAM
@@ -18,15 +18,6 @@ STREAM = ROLLOUT_STREAM
 def _records(url):
     entries = redis.Redis.from_url(url).xrange(STREAM)
     return [unpack_record(fields[STREAM_FIELD.encode()]) for _, fields in entries]
-
-
-def _wait_for(predicate, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _served_records(tmp_path, base, act) -> list:
@@ -71,15 +62,15 @@ def test_redis_outage_spools_and_replays_in_order_exactly_once(tmp_path):
     try:
         for i in range(5):
             logger.log({"kind": "step", "id": f"a/{i}", "i": i})
-        assert _wait_for(lambda: logger.written == 5)
+        assert wait_for(lambda: logger.written == 5)
         rds.kill()  # kill -9: Redis is gone, with AOF on disk
         for i in range(5, 25):
             logger.log({"kind": "step", "id": f"a/{i}", "i": i})
-        assert _wait_for(lambda: logger.spooled > 0 and not logger.redis_up)
+        assert wait_for(lambda: logger.spooled > 0 and not logger.redis_up)
         rds.start()  # same port and data dir
         for i in range(25, 30):
             logger.log({"kind": "step", "id": f"a/{i}", "i": i})
-        assert _wait_for(lambda: logger.spooled == 0 and logger.written == 30)
+        assert wait_for(lambda: logger.spooled == 0 and logger.written == 30)
         ids = [r["i"] for r in _records(rds.url)]
         assert ids == list(range(30)), ids
         assert not (tmp_path / "spool").exists()
@@ -105,7 +96,7 @@ def test_records_spooled_at_shutdown_are_replayed_by_the_next_logger(tmp_path):
     assert dead.spooled == 4
     with EmbeddedRedis(tmp_path / "redis") as rds:
         fresh = RolloutLogger(rds.url, STREAM, tmp_path / "spool").start()
-        assert _wait_for(lambda: fresh.spooled == 0)
+        assert wait_for(lambda: fresh.spooled == 0)
         fresh.stop()
         assert [r["i"] for r in _records(rds.url)] == [0, 1, 2, 3]
 
