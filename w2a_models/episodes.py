@@ -201,7 +201,8 @@ class EpisodeStore:
         os.replace(tmp, self.root / INDEX_NAME)
 
     def add(self, episode: Episode, name: str | None = None) -> IndexEntry:
-        name = name or f"{episode.task}_{episode.seed:06d}.npz"
+        # one flat directory: a task name with a '/' (LIBERO's "<suite>/<task>") is not a subfolder
+        name = name or f"{episode.task.replace('/', '__')}_{episode.seed:06d}.npz"
         write_episode(self.root / name, episode)
         entry = IndexEntry(name, episode.task, episode.instruction, episode.length,
                            bool(episode.success), int(episode.seed))

@@ -101,3 +101,10 @@ def test_the_state_scale_floor_keeps_a_barely_varying_dimension_from_exploding()
     net.set_normalisation(states, actions, state_std_floor=0.05)
     assert float(0.02 / net.state_std[1]) < 0.5
     assert float(net.state_std[0]) == pytest.approx(float(states[:, 0].std()) + 1e-3, rel=1e-4)  # untouched
+
+
+def test_a_libero_task_name_does_not_make_a_subfolder(tmp_path):
+    store = EpisodeStore(tmp_path)
+    entry = store.add(make_episode(task="libero_object/pick_up_the_milk_and_place_it_in_the_basket", seed=3))
+    assert entry.file == "libero_object__pick_up_the_milk_and_place_it_in_the_basket_000003.npz"
+    assert (tmp_path / entry.file).is_file() and find_episode_files(tmp_path) == [tmp_path / entry.file]
