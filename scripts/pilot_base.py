@@ -37,23 +37,18 @@ def _evaluate(job: tuple) -> dict:
     import torch
 
     from services.robot_sim.local_eval import run_local_episodes
+    from services.robot_sim.robot import make_simulator
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
     torch.set_num_threads(1)
+    name, suite = task, "libero_object"
     if sim_name == "libero":
         from services.demo import libero_task
-        from services.robot_sim.libero_env import SUITE_MAX_STEPS, LiberoConfig, LiberoSim
+        from services.robot_sim.libero_env import policy_step_limit
 
-        suite, index = libero_task(task)
-        max_steps = max_steps or SUITE_MAX_STEPS[suite]
-        sim = LiberoSim(LiberoConfig(suite=suite, task=index, image_size=size, camera=camera,
-                                     action_repeat=repeat))
-    else:
-        from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
-
-        sim = MetaWorldSim(SimConfig(task=task, image_size=size, camera=camera, action_repeat=repeat,
-                                     max_steps=max_steps))
-    with sim:
+        suite, name = libero_task(task)
+        max_steps = max_steps or policy_step_limit(suite, repeat)
+    with make_simulator(sim_name, name, size, camera, max_steps, repeat, suite) as sim:
         results = run_local_episodes(TinyVLA.load(base_dir), sim, seeds, max_steps)
     return {"task": task, "successes": sum(r.success for r in results), "episodes": len(results),
             "mean_steps": sum(r.steps for r in results) / len(results)}

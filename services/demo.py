@@ -335,10 +335,10 @@ def _robot(p: DemoProfile, name: str, task: str, target: str, token: str, seeds,
     from services.robot_sim.robot import RobotConfig
 
     if p.sim == "libero":
-        from services.robot_sim.libero_env import SUITE_MAX_STEPS
+        from services.robot_sim.libero_env import policy_step_limit
 
         suite, index = libero_task(task)
-        max_steps = p.max_steps or -(-SUITE_MAX_STEPS[suite] // p.action_repeat)
+        max_steps = p.max_steps or policy_step_limit(suite, p.action_repeat)
         return RobotConfig(name, index, target, token, seeds, image_size=p.image_size, max_steps=max_steps,
                            camera=p.camera, action_repeat=p.action_repeat, sim="libero", suite=suite, **kw)
     return RobotConfig(name, task, target, token, seeds, image_size=p.image_size, max_steps=p.max_steps,

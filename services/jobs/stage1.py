@@ -108,11 +108,7 @@ def local_scores(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.T
     """[B, 1 + k] cosines of each video with its own chunk (column 0) and k noisy copies of it."""
     noisy = actions[:, None] + scale * torch.randn((len(actions), k, *tuple(actions.shape[1:])),
                                                    generator=generator)
-    zn = model.action(noisy.flatten(0, 1)).view(len(actions), k, -1)
-    v = torch.nn.functional.normalize(z_video, dim=-1)
-    pos = (v * torch.nn.functional.normalize(z_action, dim=-1)).sum(-1, keepdim=True)
-    neg = torch.einsum("be,bke->bk", v, torch.nn.functional.normalize(zn, dim=-1))
-    return torch.cat([pos, neg], dim=1)
+    return local_scores_from(model, z_video, z_action, noisy)
 
 
 def perturbed_negative_loss(model: Stage1Adapters, z_video: torch.Tensor, z_action: torch.Tensor,

@@ -93,6 +93,11 @@ def official_init_states(task: LiberoTask) -> np.ndarray:
     return np.asarray(_suite(task.suite).get_task_init_states(task.index))
 
 
+def policy_step_limit(suite: str, action_repeat: int = 1) -> int:
+    """The suite's episode limit in policy steps (each held for ``action_repeat`` env steps)."""
+    return -(-SUITE_MAX_STEPS[suite] // action_repeat)
+
+
 @dataclass(frozen=True)
 class LiberoConfig:
     suite: str = "libero_object"

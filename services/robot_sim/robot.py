@@ -64,17 +64,24 @@ class RobotConfig:
 
 def make_sim(config: RobotConfig) -> Simulator:
     """The simulator a robot drives: the same interface for both (``simulator.Simulator``)."""
-    if config.sim == "libero":
+    return make_simulator(config.sim, config.task, config.image_size, config.camera, config.max_steps,
+                          config.action_repeat, config.suite)
+
+
+def make_simulator(sim: str, task: str, image_size: int, camera: str, max_steps: int, action_repeat: int,
+                   suite: str = "libero_object") -> Simulator:
+    """Meta-World or LIBERO (``task``: a Meta-World name, or an index or name in ``suite``);
+    ``max_steps`` in policy steps."""
+    if sim == "libero":
         from services.robot_sim.libero_env import LiberoConfig, LiberoSim
 
-        return LiberoSim(LiberoConfig(suite=config.suite, task=config.task, image_size=config.image_size,
-                                      camera=config.camera,  # LIBERO counts env steps
-                                      max_steps=config.max_steps * config.action_repeat,
-                                      action_repeat=config.action_repeat))
+        return LiberoSim(LiberoConfig(suite=suite, task=task, image_size=image_size, camera=camera,
+                                      max_steps=max_steps * action_repeat,  # LIBERO counts env steps
+                                      action_repeat=action_repeat))
     from services.robot_sim.metaworld_env import MetaWorldSim, SimConfig
 
-    return MetaWorldSim(SimConfig(task=config.task, image_size=config.image_size, camera=config.camera,
-                                  max_steps=config.max_steps, action_repeat=config.action_repeat))
+    return MetaWorldSim(SimConfig(task=task, image_size=image_size, camera=camera, max_steps=max_steps,
+                                  action_repeat=action_repeat))
 
 
 @dataclass

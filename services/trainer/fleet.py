@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-from services.trainer.pusher import Snapshot, WeightPusher, check_finite
+from services.trainer.pusher import Snapshot, WeightPusher
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ class FleetPusher:
         return out
 
     def offer(self, tensors: dict[str, torch.Tensor], config: dict, update: int) -> None:
-        snapshot = {k: v.detach().cpu().clone() for k, v in tensors.items()}
-        check_finite(snapshot)  # raises NonFiniteWeights: nothing leaves the trainer
+        """Number the weights one past every version any replica has, hand them to all (raises
+        NonFiniteWeights: nothing leaves the trainer)."""
         with self._lock:
             known = [p.server_version or 0 for p in self.replicas.values()] + \
                     [p.pushed_version for p in self.replicas.values()]
             version = max([*known, self.current.version if self.current else 0]) + 1
-            self.current = Snapshot(snapshot, dict(config), update, version)
+            self.current = Snapshot.checked(tensors, config, update, version)
             for pusher in self.replicas.values():
                 pusher.offer_snapshot(self.current)
 
@@ -122,7 +122,9 @@ class FleetPusher:
         return all(p.flush(timeout) for p in list(self.replicas.values()))
 
     def close(self, timeout: float = 10.0) -> None:
+        """Stop watching, finish the pushes, close the clients the fleet opened."""
         self._stop.set()
         self._thread.join(timeout)
         for pusher in self.replicas.values():
             pusher.close(timeout)
+            pusher.client.close()

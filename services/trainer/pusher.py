@@ -37,6 +37,14 @@ class Snapshot:
     update: int
     version: int | None = None  # fixed by a fleet (the same number on every replica); None: next free
 
+    @classmethod
+    def checked(cls, tensors: dict[str, torch.Tensor], config: dict, update: int,
+                version: int | None = None) -> Snapshot:
+        """A detached CPU copy of the weights; raises NonFiniteWeights so they never leave the trainer."""
+        snapshot = {k: v.detach().cpu().clone() for k, v in tensors.items()}
+        check_finite(snapshot)
+        return cls(snapshot, dict(config), update, version)
+
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     bad = [name for name, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -65,9 +73,7 @@ class WeightPusher:
     def offer(self, tensors: dict[str, torch.Tensor], config: dict, update: int,
               version: int | None = None) -> None:
         """Queue a snapshot (replacing an older unpushed one). Raises NonFiniteWeights."""
-        snapshot = {k: v.detach().cpu().clone() for k, v in tensors.items()}
-        check_finite(snapshot)
-        self.offer_snapshot(Snapshot(snapshot, dict(config), update, version))
+        self.offer_snapshot(Snapshot.checked(tensors, config, update, version))
 
     def offer_snapshot(self, snapshot: Snapshot) -> None:
         """Queue an already checked snapshot (a fleet hands the same one to every replica)."""

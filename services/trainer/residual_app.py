@@ -55,17 +55,18 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     def connect(endpoint: str) -> PolicyClient:
         return PolicyClient(endpoint, settings.policy_token.get_secret_value(), root_certificates=root_cert)
 
-    wm_endpoints = resolve_endpoints([u for u in settings.wm_url.split(",") if u.strip()] if not settings.wm_dns
-                                     else [], settings.wm_dns)
-    wm = WorldModelClient(wm_endpoints, timeout=120)
+    wm = WorldModelClient(resolve_endpoints([], settings.wm_dns) if settings.wm_dns else settings.wm_url,
+                          timeout=120)
     for endpoint in wm.endpoints:  # which server answered what, read when Prometheus scrapes
         for model in ("wm_generate", "wm_encode"):
             metrics.wm_calls.labels(endpoint, model).set_function(lambda key=(endpoint, model): wm.served[key])
+    single = None  # the one policy client opened here (a fleet opens and closes its own)
     if settings.policy_urls or settings.policy_dns:
         pusher = FleetPusher(lambda: resolve_endpoints(settings.policy_urls, settings.policy_dns), connect,
                              metrics, every_s=settings.fleet_every_s)
     else:
-        pusher = WeightPusher(connect(settings.policy_url), metrics)
+        single = connect(settings.policy_url)
+        pusher = WeightPusher(single, metrics)
     if settings.mode == "real_future":  # upper bound: the real future through wm_encode
         targets = RealFutureTargets(wm, adapters.config.chunk_size, settings.wm_seed,
                                     settings.wm_concurrency)
@@ -89,10 +90,9 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     finally:
         if not pusher.flush(15):
             log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
-        clients = [p.client for p in pusher.replicas.values()] if isinstance(pusher, FleetPusher) else [pusher.client]
         pusher.close(1)
-        for client in clients:
-            client.close()
+        if single is not None:
+            single.close()
         if hasattr(targets, "close"):
             targets.close()
         wm.close()

@@ -28,7 +28,7 @@ class TrainerSettings(BaseSettings):
     claim_idle_ms: int = Field(60_000, ge=0)
     max_deliveries: int = Field(5, ge=1)
     wm_url: str = "127.0.0.1:8001"  # Triton gRPC of the world model; several "a:8001,b:8001": balanced here
-    wm_dns: str = ""  # a headless Service "name:port": every address it resolves to at start, added to wm_url
+    wm_dns: str = ""  # a headless Service "name:port": every address it resolves to at start, instead of wm_url
     targets: Literal["world_model", "table"] = "world_model"  # table: fixed latents, fault tests only
     # world_model = World2Act. Upper bounds (need sim robots with an oracle, never the headline):
     # expert_corrected regresses a* - a_base; real_future encodes the expert's rendered future.

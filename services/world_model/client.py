@@ -43,7 +43,6 @@ class WorldModelClient:
         self.backoff = backoff
         self.cooldown_s = cooldown_s
         self.clients = {e: grpcclient.InferenceServerClient(e) for e in self.endpoints}
-        self.client = self.clients[self.endpoints[0]]  # health checks of a single-server client
         self.served: Counter[tuple[str, str]] = Counter()  # (endpoint, model) -> answered calls
         self._down_until: dict[str, float] = {}
         self._turn = itertools.count()
