@@ -82,7 +82,7 @@ def task_row_label(task: str) -> str:
     return f"{SUITE_NAMES[suite]} | {index}: {resolve_task(suite, index).instruction}"
 
 
-def render(s: dict, command: str, reading: str) -> str:
+def render(s: dict, command: str, reading: str, commit: str = "") -> str:
     p = s["profile"]
     libero = p.get("sim") == "libero"
     evaluation = (f"evaluation: the suite's {p['eval_episodes']} official init states per task (LIBERO's "
@@ -91,7 +91,8 @@ def render(s: dict, command: str, reading: str) -> str:
                   f"evaluation: {p['eval_episodes']} episodes per task and arm on evaluation seeds never "
                   "used for anything else (both arms on the same seeds)")
     lines = [f"# World2Act on {'LIBERO' if libero else 'Meta-World'}: the `--profile {p['name']}` result", "",
-             f"Command: `{command}` (on a clean checkout, after `make install`).", "",
+             f"Command: `{command}` (on a clean checkout, after `make install`)"
+             + (f", code at commit `{commit}`." if commit else "."), "",
              f"Machine: {machine()}. Total {s['total_seconds'] / 60:.0f} min.", "",
              f"Tasks: {', '.join(p['tasks'])}. Expert demos per task: {p['demos_per_task']} (world model, "
              f"Stage 1); the base VLA was trained on {p['base_demos_per_task']} per task, deliberately "
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--wm-eval", type=Path, help="`w2a wm-eval --json` output, when the report has none.")
     parser.add_argument("--diagnostics", type=Path, help="`w2a diagnose links` output on the same run.")
     parser.add_argument("--name", default="results", help="docs/<name>.md and docs/<name>.json")
+    parser.add_argument("--commit", default="", help="The commit the run's code was at.")
     args = parser.parse_args()
     report = json.loads(args.report.read_text())
     if args.wm_eval:
@@ -167,7 +169,7 @@ def main() -> None:
     keys = ("tasks", "stage1", "stage2", "stage2_arms", "paired_arms", "diagnostics", "sync_rate",
             "world_model_eval", "phase_seconds", "total_seconds")
     (docs / f"{args.name}.json").write_text(json.dumps({k: s[k] for k in keys}, indent=1) + "\n")
-    (docs / f"{args.name}.md").write_text(render(s, args.command, reading))
+    (docs / f"{args.name}.md").write_text(render(s, args.command, reading, args.commit))
     print(f"wrote {docs / (args.name + '.md')} and {docs / (args.name + '.json')}")
 
 
