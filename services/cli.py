@@ -360,7 +360,7 @@ def train_adapters_cmd(
     shard of every global batch; rank 0 writes the checkpoint and the evaluation."""
     import torch
 
-    from services.jobs.distributed import init_from_env, shutdown
+    from services.common.distributed import init_from_env, shutdown
     from services.jobs.stage1 import Stage1Config, train_stage1
     from services.jobs.stage1_data import TritonEncoder, build_chunks
     from services.world_model.client import WorldModelClient, WorldModelError
@@ -425,8 +425,8 @@ def train_residual_cmd(
         trainer = run_residual_trainer(settings, max_updates=max_updates)
     except (ValueError, CheckpointError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps({"updates": trainer.updates, "pushed_version": trainer.pusher.pushed_version,
-                           "last": trainer.last_stats}))
+    pushed = trainer.pusher.pushed_version if trainer.pusher else None  # rank 0 pushes
+    typer.echo(json.dumps({"updates": trainer.updates, "pushed_version": pushed, "last": trainer.last_stats}))
 
 
 @app.command("train-base")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.jobs.distributed import Ranks, gather_rows
+from services.common.distributed import Ranks, gather_rows
 from services.jobs.stage1_data import ChunkSet
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import load_checkpoint, save_module

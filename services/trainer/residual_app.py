@@ -1,13 +1,19 @@
-"""Assemble the Stage 2 trainer from settings (``w2a train-residual``) and run it until SIGTERM."""
+"""Assemble the Stage 2 trainer from settings (``w2a train-residual``) and run it until SIGTERM.
+
+Under ``torchrun`` the same command is one rank of a data-parallel trainer
+(``services.trainer.residual_trainer``): rank 0 alone serves metrics and pushes weights."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import signal
 import threading
 
 import redis
 
+from services.common.distributed import Ranks, init_from_env, shutdown
 from services.common.settings import setup_process
 from services.trainer.fleet import FleetPusher, resolve_endpoints
 from services.trainer.metrics import TrainerMetrics
@@ -48,20 +54,24 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
     adapters = load_adapters(settings.adapters)
+    ranks = init_from_env()
     metrics = TrainerMetrics()
-    http = metrics.serve(settings.metrics_port, settings.metrics_host) if settings.metrics_port else None
+    http = metrics.serve(settings.metrics_port, settings.metrics_host) \
+        if settings.metrics_port and ranks.main else None
     rds = redis.Redis.from_url(settings.resolved_redis_url(), socket_timeout=10, socket_connect_timeout=5)
     root_cert = settings.policy_root_cert.read_bytes() if settings.policy_root_cert else None
     def connect(endpoint: str) -> PolicyClient:
         return PolicyClient(endpoint, settings.policy_token.get_secret_value(), root_certificates=root_cert)
 
     wm = WorldModelClient(resolve_endpoints([], settings.wm_dns) if settings.wm_dns else settings.wm_url,
-                          timeout=120)
+                          timeout=120, first=ranks.rank)
     for endpoint in wm.endpoints:  # which server answered what, read when Prometheus scrapes
         for model in ("wm_generate", "wm_encode"):
             metrics.wm_calls.labels(endpoint, model).set_function(lambda key=(endpoint, model): wm.served[key])
     single = None  # the one policy client opened here (a fleet opens and closes its own)
-    if settings.policy_urls or settings.policy_dns:
+    if not ranks.main:
+        pusher = None
+    elif settings.policy_urls or settings.policy_dns:
         pusher = FleetPusher(lambda: resolve_endpoints(settings.policy_urls, settings.policy_dns), connect,
                              metrics, every_s=settings.fleet_every_s)
     else:
@@ -76,21 +86,26 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     else:
         targets = WorldModelTargets(wm, adapters.config.chunk_size, settings.wm_seed,
                                     settings.wm_concurrency)
-    trainer = ResidualTrainer(RolloutStream(rds, settings.stream_config()), targets, adapters,
-                              settings.out, settings.trainer_config(), pusher, metrics)
+    stream = RolloutStream(rds, settings.stream_config(ranks.rank, ranks.world))
+    if ranks.distributed:
+        _adopt_gone_ranks(stream, settings.consumer, ranks)
+    trainer = ResidualTrainer(stream, targets, adapters, settings.out, settings.trainer_config(), pusher,
+                              metrics, ranks)
     if settings.mode != "world_model":
         log.warning("W2A_TRAINER_MODE=%s: an UPPER BOUND taught by the simulator's oracle, not World2Act",
                     settings.mode)
     fleet = settings.policy_urls + ([settings.policy_dns] if settings.policy_dns else [])
-    log.info("Stage 2 trainer %s: stream %s group %s, pushing to %s every %d updates",
-             settings.consumer, settings.stream, settings.group, ", ".join(fleet) or settings.policy_url,
+    log.info("Stage 2 trainer %s (rank %d of %d, pid %d): stream %s group %s, pushing to %s every %d updates",
+             stream.config.consumer, ranks.rank, ranks.world, os.getpid(), settings.stream, settings.group,
+             ", ".join(fleet) or settings.policy_url if ranks.main else "nothing (rank 0 pushes)",
              settings.push_every)
     try:
         trainer.run(stop, max_updates=max_updates)
     finally:
-        if not pusher.flush(15):
-            log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
-        pusher.close(1)
+        if pusher is not None:
+            if not pusher.flush(15):
+                log.warning("last residual not pushed (%s)", pusher.last_error or "server away")
+            pusher.close(1)
         if single is not None:
             single.close()
         if hasattr(targets, "close"):
@@ -99,4 +114,17 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
         rds.close()
         if http is not None:
             http[0].shutdown()
+    shutdown(ranks)  # a clean stop only: after a crash torchrun tears the group down
     return trainer
+
+
+def _adopt_gone_ranks(stream: RolloutStream, consumer: str, ranks: Ranks) -> None:
+    """Rank 0 takes over what ranks of a larger earlier world left pending (their names are not
+    read by anyone now); every rank waits for it before reading."""
+    if ranks.main:
+        pattern = re.compile(re.escape(consumer) + r"-r(\d+)")
+        gone = [name for name in stream.consumers()
+                if (m := pattern.fullmatch(name)) and int(m.group(1)) >= ranks.world]
+        if gone and (moved := stream.adopt(gone)):
+            log.warning("took over %d pending entries of gone ranks %s", moved, ", ".join(gone))
+    ranks.any(False)  # a barrier on the same process group

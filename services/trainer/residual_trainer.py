@@ -13,8 +13,17 @@ re-delivered after a crash *between* checkpoint and ack are acked without traini
 Optimizer state is checkpointed too, so a resumed run continues the same optimisation (the replay
 buffer is not: it refills from new entries, see ``services.trainer.replay``).
 
-Data-parallel (``torchrun``, planned, not implemented): each rank its own consumer in the group
-(consumer name + rank), the residual wrapped in DDP, rank 0 alone checkpoints and pushes.
+Data-parallel under ``torchrun`` (``ranks``, issue 21): every rank is its own consumer in the
+group (``<consumer>-r<rank>``) and reads, decodes and fetches targets for its own entries; the
+ranks move in lockstep — each loop they agree whether to stop, whether a dependency failed, and
+how many chunks each trains on (a rank may have none: its gradient is then zero). Each rank's
+loss is weighted by its share of the update's rows and the gradients are summed over ranks, so
+every rank takes the same optimizer step and the weights stay bit-identical (checked per update,
+``ranks_in_sync`` in the history). In-batch negatives come from the rank's own chunks, as with
+independent trainers. Rank 0 alone restores (and broadcasts) the checkpoint, writes it with the
+ids *every* rank applied, acks them all after the commit, pushes and serves metrics; a crash of
+any rank makes torchrun restart the group, and each rank re-reads its own pending entries by its
+stable name. XAUTOCLAIM is off between ranks (a rank would take entries another still holds).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import numpy as np
 import redis
 import torch
 
+from services.common.distributed import Ranks
 from services.common.rollout_record import Record, StepRecord, decode_record
 from services.trainer.checkpointing import TrainerCheckpoint
 from services.trainer.metrics import TrainerMetrics
@@ -81,12 +91,24 @@ class ResidualTrainerConfig:
     pipeline: bool = True
 
 
+def _weighted_stats(per_rank: list[tuple[list[str], dict]]) -> dict[str, float]:
+    """The loss terms of one update over every rank, each rank weighted by its chunks."""
+    rows = [(len(ids), stats) for ids, stats in per_rank if ids and stats]
+    if len(rows) == 1:
+        return dict(rows[0][1])
+    total = sum(n for n, _ in rows)
+    keys = [k for k, v in rows[0][1].items() if isinstance(v, float | int)] if rows else []
+    return {k: sum(n * float(stats[k]) for n, stats in rows) / total for k in keys}
+
+
 class ResidualTrainer:
     def __init__(self, stream: RolloutStream, targets, adapters: Stage1Adapters, out: str | Path,
                  config: ResidualTrainerConfig = ResidualTrainerConfig(),
-                 pusher: WeightPusher | None = None, metrics: TrainerMetrics | None = None) -> None:
+                 pusher: WeightPusher | None = None, metrics: TrainerMetrics | None = None,
+                 ranks: Ranks = Ranks()) -> None:
         # metrics are always kept (on the trainer's own registry); only serving them is optional
         self.stream, self.targets, self.pusher = stream, targets, pusher
+        self.ranks = ranks
         self.metrics = metrics or TrainerMetrics()
         self.adapters = freeze(adapters)
         self.config = config
@@ -97,7 +119,7 @@ class ResidualTrainer:
         self.checkpointed_updates = 0
         self.ledger = AppliedLedger(config.ledger_capacity)
         self.buffer: list[StepSample] = []
-        self.replay = ReplayBuffer(config.replay_capacity if config.replay_batch else 0, config.seed)
+        self.replay = ReplayBuffer(config.replay_capacity if config.replay_batch else 0, config.seed + ranks.rank)
         self.fetcher = TargetFetcher(targets, adapters.config.token_dim)
         self._held: set[str] = set()  # ids in the buffer (XAUTOCLAIM may hand them to us again)
         self._oldest = 0.0
@@ -142,7 +164,9 @@ class ResidualTrainer:
         return self.store.dir
 
     def _restore(self) -> None:
-        restored = self.store.restore()
+        # rank 0 reads the checkpoint (and trims the history); the others get it over the wire,
+        # so ranks on other nodes need no shared volume
+        restored = self.ranks.broadcast(self.store.restore() if self.ranks.main else None)
         if restored is None:
             return
         self.residual = restored.residual
@@ -164,11 +188,18 @@ class ResidualTrainer:
         if self.residual is None or self.updates == self.checkpointed_updates:
             return
         self.ledger.add(self._applied)
-        # Only ids not yet acked can come back after a crash: they are all the ledger must keep.
-        self.store.commit(self.residual, self.optimizer, self.updates, self._to_ack + self._applied,
-                          self.config.loss)
+        failure: Exception | None = None
+        if self.ranks.main:
+            try:  # only ids not yet acked can come back after a crash: all the ledger must keep
+                self.store.commit(self.residual, self.optimizer, self.updates, self._to_ack + self._applied,
+                                  self.config.loss)
+            except OSError as exc:
+                failure = exc
+        if not self.ranks.all(failure is None):  # nobody acks what rank 0 could not commit
+            raise failure or CheckpointError("rank 0 could not write the checkpoint")
         self.checkpointed_updates = self.updates
-        self._to_ack.extend(self._applied)
+        if self.ranks.main:  # rank 0 acks every rank's ids (XACK does not ask who read them)
+            self._to_ack.extend(self._applied)
         self._applied = []
         self.metrics.checkpoints.inc()
         self._ack_checkpointed()
@@ -249,61 +280,95 @@ class ResidualTrainer:
     # -- one update ------------------------------------------------------------------------------
 
     def update(self, n: int) -> dict[str, float]:
-        """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure."""
+        """Train on the first ``n`` buffered chunks. Raises TargetError (buffer kept) on WM failure.
+
+        Data-parallel, every rank calls this together (``n`` may be 0 on some, not on all)."""
         samples = self.buffer[:n]
         expert_mode = self.config.mode == "expert_corrected"
-        # targets before touching state: a failure keeps the buffer
-        if expert_mode:
+        # targets before touching state: a failure keeps the buffer (on every rank)
+        failure: TargetError | None = None
+        targets = None
+        if samples and expert_mode:
             targets = np.stack([s.expert for s in samples])
-        else:
-            targets = self.fetcher.latents(samples)
+        elif samples:
+            try:
+                targets = self.fetcher.latents(samples)
+            except TargetError as exc:
+                failure = exc
             nxt = self.buffer[n:n + self.config.batch_size]
-            if self.config.pipeline and len(nxt) == self.config.batch_size:
+            if failure is None and self.config.pipeline and len(nxt) == self.config.batch_size:
                 self.fetcher.prefetch(nxt)  # the next batch's targets arrive while this update runs
+        if not self.ranks.all(failure is None):
+            raise failure or TargetError("another rank's world-model call failed")
         if self.residual is None:
-            self._build(self._residual_config_for(samples[0]))
-        new = (np.stack([s.features for s in samples]), np.stack([s.base for s in samples]), targets)
-        replayed = min(len(self.replay), self.config.replay_batch)  # rows per step from the past
+            config = next(c for c in self.ranks.gather(self._residual_config_for(samples[0]) if samples else None)
+                          if c is not None)
+            self._build(config)
+            self.ranks.broadcast_parameters(self.residual)
+        new = (np.stack([s.features for s in samples]), np.stack([s.base for s in samples]), targets) if samples \
+            else None
+        replayed = min(len(self.replay), self.config.replay_batch) if samples else 0  # rows per step from the past
+        # this rank's share of every step's rows: its loss is weighted by it, gradients are summed
+        share = (n + replayed) / max(self.ranks.total(n + replayed), 1)
         self.residual.train()
-        result = "skipped_nonfinite"
+        result, stats = "skipped_nonfinite", {}
         for _ in range(self.config.steps_per_batch):
-            # a fresh draw of earlier chunks for every step
-            mixed = self.replay.mixed(new, self.config.replay_batch)
-            features, base, target = (torch.from_numpy(a) for a in mixed)
-            if expert_mode:
-                loss, stats = expert_residual_loss(self.residual, features, base, target)
-            else:
-                loss, stats = stage2_loss(self.adapters, self.residual, features, base, target,
-                                          self.config.loss)
-            if not self._apply(loss):
+            if new is None:
+                loss = self._zero_loss()
+            else:  # a fresh draw of earlier chunks for every step
+                mixed = self.replay.mixed(new, self.config.replay_batch)
+                features, base, target = (torch.from_numpy(a) for a in mixed)
+                if expert_mode:
+                    loss, stats = expert_residual_loss(self.residual, features, base, target)
+                else:
+                    loss, stats = stage2_loss(self.adapters, self.residual, features, base, target,
+                                              self.config.loss)
+            if not self._apply(loss, share):
                 result = "skipped_nonfinite"
                 break
             result = "applied"
         self.residual.eval()
-        self.replay.add(*new)
+        if new is not None:
+            self.replay.add(*new)
         # the chunks are consumed either way: a non-finite batch would only fail again
         self.buffer = self.buffer[n:]
         for s in samples:
             self._held.discard(s.entry_id)
-        self._applied.extend(s.entry_id for s in samples)
+        per_rank = self.ranks.gather(([s.entry_id for s in samples], stats))
+        ids = [i for rank_ids, _ in per_rank for i in rank_ids]
+        self._applied.extend(ids)
         self._oldest = time.monotonic()
         self.updates += 1
-        stats = {**stats, "update": self.updates, "chunks": n, "replayed": replayed, "result": result}
+        stats = {**_weighted_stats(per_rank), "update": self.updates, "chunks": len(ids),
+                 "replayed": self.ranks.total(replayed), "result": result}
+        if self.ranks.distributed:
+            stats["chunks_per_rank"] = [len(rank_ids) for rank_ids, _ in per_rank]
+            stats["ranks_in_sync"] = self.ranks.same_parameters(self.residual)
+            if not stats["ranks_in_sync"]:
+                log.error("update %d: the ranks' residual weights differ", self.updates)
         self.last_stats = stats
-        self._record({**stats, "ids": [s.entry_id for s in samples],
-                      "policy_versions": sorted({s.policy_version for s in samples})})
+        versions = self.ranks.gather({s.policy_version for s in samples})
+        self._record({**stats, "ids": ids, "policy_versions": sorted(set().union(*versions))})
         if self.updates % self.config.checkpoint_every == 0:
             self.checkpoint()
         if self.pusher is not None and self.updates % self.config.push_every == 0:
             self.push()
         return stats
 
-    def _apply(self, loss: torch.Tensor) -> bool:
-        """One optimizer step; False (weights untouched) if the loss, gradient or result is not finite."""
-        if not torch.isfinite(loss):
+    def _zero_loss(self) -> torch.Tensor:
+        """A rank without rows this update: a zero that reaches every parameter (zero gradient)."""
+        return sum(p.sum() for p in self.residual.parameters()) * 0.0
+
+    def _apply(self, loss: torch.Tensor, share: float = 1.0) -> bool:
+        """One optimizer step; False (weights untouched) if the loss, gradient or result is not finite.
+
+        Data-parallel: ``share`` weighs this rank's loss and the gradients are summed over ranks,
+        so every rank decides and steps alike."""
+        if not self.ranks.all(bool(torch.isfinite(loss))):
             return False
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share if self.ranks.distributed else loss).backward()
+        self.ranks.sum_gradients(self.residual.parameters())
         norm = torch.nn.utils.clip_grad_norm_(self.residual.parameters(), 1.0)
         if not torch.isfinite(norm):
             return False
@@ -329,16 +394,26 @@ class ResidualTrainer:
         for term in ("loss", "contrastive", "residual_l2"):
             if term in stats:
                 self.metrics.loss.labels(term).set(stats[term])
-        self.store.history.record(stats)
+        if self.ranks.main:  # rank 0's history holds every rank's ids
+            self.store.history.record(stats)
 
     # -- the loop --------------------------------------------------------------------------------
 
     def step(self, block_ms: int | None = None) -> int:
-        """Read once, train on whatever batches are ready; returns entries read."""
-        self._ack_checkpointed()
-        entries = self.stream.read(block_ms=block_ms)
-        self.ingest(entries)
-        while (n := self.ready_batch(idle=not entries)) > 0:
+        """Read once, train on whatever batches are ready; returns entries read.
+
+        Data-parallel, a Redis failure on one rank is raised on every rank (they back off alike)."""
+        entries: list[Entry] = []
+        failure: redis.RedisError | None = None
+        try:
+            self._ack_checkpointed()
+            entries = self.stream.read(block_ms=block_ms)
+            self.ingest(entries)
+        except redis.RedisError as exc:
+            failure = exc
+        if self.ranks.any(failure is not None):
+            raise failure or redis.ConnectionError("another rank lost Redis")
+        while self.ranks.total(n := self.ready_batch(idle=not entries)) > 0:
             self.update(n)
         if time.monotonic() - self._lag_measured > LAG_INTERVAL_S:
             self._lag_measured = time.monotonic()  # a Redis query per loop would be waste
@@ -347,10 +422,12 @@ class ResidualTrainer:
 
     def run(self, stop, backoff_s: float = 0.5, max_backoff_s: float = 10.0,
             max_updates: int | None = None) -> None:
-        """Consume until ``stop`` (a threading.Event) is set; dependencies failing → back off."""
+        """Consume until ``stop`` (a threading.Event) is set; dependencies failing → back off.
+
+        Data-parallel, the ranks stop together as soon as one is asked to."""
         self.stream.ensure_group()
         delay = backoff_s
-        while not stop.is_set() and (max_updates is None or self.updates < max_updates):
+        while not self.ranks.any(stop.is_set() or (max_updates is not None and self.updates >= max_updates)):
             try:
                 self.step()
                 delay = backoff_s

@@ -34,6 +34,7 @@ class StreamConfig:
     batch: int = 256
     block_ms: int = 1000
     claim_idle_ms: int = 60_000
+    autoclaim: bool = True  # off between the ranks of one data-parallel trainer
     max_deliveries: int = 5
 
 
@@ -83,6 +84,7 @@ class RolloutStream:
         self.client = client
         self.config = config
         self._pending_checked = False
+        self._pending_cursor = "0"
         self.dead_lettered = 0
 
     def ensure_group(self) -> None:
@@ -137,19 +139,47 @@ class RolloutStream:
     def read(self, count: int | None = None, block_ms: int | None = None) -> list[Entry]:
         cfg = self.config
         count = count or cfg.batch
-        if not self._pending_checked:  # after a restart: our own unacked deliveries first
-            raw = self.client.xreadgroup(cfg.group, cfg.consumer, {cfg.stream: "0"}, count=count)
+        if not self._pending_checked:  # after a restart: our own unacked deliveries first, once
+            raw = self.client.xreadgroup(cfg.group, cfg.consumer, {cfg.stream: self._pending_cursor}, count=count)
             mine = raw[0][1] if raw else []
-            if mine:
+            if mine:  # page on from the last one: reading them again would count as re-deliveries
+                self._pending_cursor = _id(mine[-1][0])
                 return self._decode(mine)
             self._pending_checked = True
-        claimed = self.client.xautoclaim(cfg.stream, cfg.group, cfg.consumer,
-                                         min_idle_time=cfg.claim_idle_ms, start_id="0-0", count=count)
-        if claimed and claimed[1]:
-            return self._decode(claimed[1])
+        if cfg.autoclaim:
+            claimed = self.client.xautoclaim(cfg.stream, cfg.group, cfg.consumer,
+                                             min_idle_time=cfg.claim_idle_ms, start_id="0-0", count=count)
+            if claimed and claimed[1]:
+                return self._decode(claimed[1])
         raw = self.client.xreadgroup(cfg.group, cfg.consumer, {cfg.stream: ">"}, count=count,
                                      block=cfg.block_ms if block_ms is None else block_ms)
         return self._decode(raw[0][1]) if raw else []
+
+    def adopt(self, consumers: Iterable[str]) -> int:
+        """Take over every entry pending for ``consumers`` (the ranks of a larger world that are
+        gone); they come back through this consumer's own pending read. Returns how many."""
+        cfg, moved = self.config, 0
+        for name in consumers:
+            seen: set[str] = set()
+            while rows := self.client.xpending_range(cfg.stream, cfg.group, min="-", max="+", count=1000,
+                                                     consumername=name):
+                ids = [_id(r["message_id"]) for r in rows]
+                if seen.issuperset(ids):  # entries trimmed away that XCLAIM will not move
+                    break
+                seen.update(ids)
+                self.client.xclaim(cfg.stream, cfg.group, cfg.consumer, min_idle_time=0, message_ids=ids,
+                                   justid=True)
+                moved += len(ids)
+        if moved:
+            self._pending_checked, self._pending_cursor = False, "0"
+        return moved
+
+    def consumers(self) -> list[str]:
+        """The group's consumer names."""
+        try:
+            return [_id(c["name"]) for c in self.client.xinfo_consumers(self.config.stream, self.config.group)]
+        except redis.ResponseError:  # no stream or group yet
+            return []
 
     def ack(self, ids: Iterable[str]) -> int:
         ids = list(ids)

@@ -23,7 +23,9 @@ class TrainerSettings(BaseSettings):
     redis_url: str | None = None  # None: W2A_REDIS_URL; there is no embedded default (data lives there)
     stream: str = ROLLOUT_STREAM
     group: str = "trainer"
-    consumer: str = Field(default_factory=socket.gethostname)  # unique per trainer sharing the stream
+    # unique per trainer sharing the stream; under torchrun each rank reads as "<consumer>-r<rank>",
+    # so give every node the same value (the default, the host name, differs across nodes)
+    consumer: str = Field(default_factory=socket.gethostname)
     dead_letter_stream: str = DEAD_LETTER_STREAM
     claim_idle_ms: int = Field(60_000, ge=0)
     max_deliveries: int = Field(5, ge=1)
@@ -98,9 +100,18 @@ class TrainerSettings(BaseSettings):
                               local_negatives=self.local_negatives, local_noise=self.local_noise,
                               base_negative=self.base_negative))
 
-    def stream_config(self) -> StreamConfig:
+    def stream_config(self, rank: int = 0, world: int = 1) -> StreamConfig:
+        """One process: the consumer as named. Rank ``rank`` of a data-parallel trainer: its own
+        stable consumer, and no XAUTOCLAIM (it would take entries another rank still holds)."""
         from services.trainer.rollout_stream import StreamConfig
 
-        return StreamConfig(stream=self.stream, group=self.group, consumer=self.consumer,
+        return StreamConfig(stream=self.stream, group=self.group,
+                            consumer=rank_consumer(self.consumer, rank) if world > 1 else self.consumer,
                             dead_letter=self.dead_letter_stream, batch=max(256, self.batch_size),
-                            claim_idle_ms=self.claim_idle_ms, max_deliveries=self.max_deliveries)
+                            claim_idle_ms=self.claim_idle_ms, autoclaim=world == 1,
+                            max_deliveries=self.max_deliveries)
+
+
+def rank_consumer(consumer: str, rank: int) -> str:
+    """The consumer name of one rank of a data-parallel trainer."""
+    return f"{consumer}-r{rank}"

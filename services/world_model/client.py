@@ -30,7 +30,7 @@ class Generated:
 
 class WorldModelClient:
     def __init__(self, url: str | list[str] = "127.0.0.1:8001", timeout: float = 60.0, retries: int = 3,
-                 backoff: float = 0.5, cooldown_s: float = 5.0) -> None:
+                 backoff: float = 0.5, cooldown_s: float = 5.0, first: int = 0) -> None:
         import tritonclient.grpc as grpcclient
 
         self._grpc = grpcclient
@@ -45,7 +45,7 @@ class WorldModelClient:
         self.clients = {e: grpcclient.InferenceServerClient(e) for e in self.endpoints}
         self.served: Counter[tuple[str, str]] = Counter()  # (endpoint, model) -> answered calls
         self._down_until: dict[str, float] = {}
-        self._turn = itertools.count()
+        self._turn = itertools.count(first)  # data-parallel ranks start on different servers
         self._lock = threading.Lock()
 
     def close(self) -> None:

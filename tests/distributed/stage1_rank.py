@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from services.jobs.distributed import init_from_env, shutdown
+from services.common.distributed import init_from_env, shutdown
 from services.jobs.stage1 import Stage1Config, train_stage1
 from tests.unit.test_stage1 import synthetic_chunks
 

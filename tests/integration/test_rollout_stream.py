@@ -41,6 +41,39 @@ def test_unacked_entries_come_back_after_a_crash_and_the_ledger_prevents_double_
     assert rds.xpending(ROLLOUT_STREAM, "trainer")["pending"] == 0
 
 
+def test_own_pending_entries_are_handed_back_once_in_pages_not_re_delivered_on_every_read(rds):
+    ids = _publish(rds, 5)
+    first = RolloutStream(rds, StreamConfig(block_ms=10))
+    first.ensure_group()
+    assert len(first.read()) == 5  # then a crash: nothing acked
+    restarted = RolloutStream(rds, StreamConfig(block_ms=10, batch=2))
+    pages = [restarted.read() for _ in range(4)]
+    assert [[e.id for e in page] for page in pages] == [ids[:2], ids[2:4], ids[4:], []]
+    assert all(e.deliveries == 2 for page in pages for e in page)  # held, not read again
+
+
+def test_a_rank_takes_over_the_pending_entries_of_a_gone_rank(rds):
+    ids = _publish(rds, 4)
+    gone = RolloutStream(rds, StreamConfig(consumer="t-r1", block_ms=10))
+    gone.ensure_group()
+    assert len(gone.read()) == 4
+    rank0 = RolloutStream(rds, StreamConfig(consumer="t-r0", block_ms=10, autoclaim=False))
+    assert "t-r1" in rank0.consumers()
+    assert rank0.adopt(["t-r1"]) == 4
+    assert [e.id for e in rank0.read()] == ids  # through its own pending read
+    assert rds.xpending_range(ROLLOUT_STREAM, "trainer", "-", "+", 10, consumername="t-r1") == []
+
+
+def test_without_autoclaim_idle_entries_of_another_consumer_stay_with_it(rds):
+    _publish(rds, 3)
+    other = RolloutStream(rds, StreamConfig(consumer="t-r1", block_ms=10))
+    other.ensure_group()
+    assert len(other.read()) == 3
+    time.sleep(0.15)
+    rank0 = RolloutStream(rds, StreamConfig(consumer="t-r0", claim_idle_ms=100, autoclaim=False, block_ms=10))
+    assert rank0.read() == []
+
+
 def test_idle_entries_of_a_dead_consumer_are_claimed(rds):
     _publish(rds, 3)
     dead = RolloutStream(rds, StreamConfig(consumer="dead", block_ms=10))
