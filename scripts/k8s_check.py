@@ -86,20 +86,24 @@ def _env_names(container: dict, configmaps: dict[str, dict]) -> list[str]:
     return names
 
 
-def _check_torchrun_nodes(job: dict, pod: dict, where: str) -> list[str]:
-    """An Indexed Job running torchrun: one pod per node, so NNODES = completions = parallelism
-    (else the rendezvous waits for nodes that never come, or ranks are left out)."""
-    spec = job.get("spec", {})
+def _check_torchrun_nodes(workload: dict, pod: dict, where: str) -> list[str]:
+    """A torchrun workload has one pod per node: NNODES = completions = parallelism for an
+    Indexed Job, NNODES = replicas for a StatefulSet (else the rendezvous waits for nodes that
+    never come, or ranks are left out)."""
+    spec = workload.get("spec", {})
+    job = workload.get("kind") == "Job"
+    counts = {"completions/parallelism": (spec.get("completions"), spec.get("parallelism"))} if job \
+        else {"replicas": (spec.get("replicas", 1),)}
+    (what, values), = counts.items()
     out = []
     for c in pod.get("containers", []):
         if c.get("command", [None])[0] != "torchrun":
             continue
         nnodes = next((e.get("value") for e in c.get("env", []) if e.get("name") == "NNODES"), None)
-        counts = (spec.get("completions"), spec.get("parallelism"))
         if nnodes is None or not str(nnodes).isdigit():
-            out.append(f"{where}: a torchrun Job needs a literal NNODES env value")
-        elif {int(nnodes)} != set(counts):
-            out.append(f"{where}: NNODES={nnodes} but completions/parallelism = {counts[0]}/{counts[1]}")
+            out.append(f"{where}: a torchrun {workload.get('kind')} needs a literal NNODES env value")
+        elif {int(nnodes)} != set(values):
+            out.append(f"{where}: NNODES={nnodes} but {what} = {'/'.join(str(v) for v in values)}")
     return out
 
 
@@ -121,7 +125,7 @@ def check_manifests(docs: list[dict], overlay: str) -> list[str]:
         pod = _pod_spec(doc)
         if pod is None:
             continue
-        if kind == "Job" and doc.get("spec", {}).get("completionMode") == "Indexed":
+        if kind == "StatefulSet" or (kind == "Job" and doc.get("spec", {}).get("completionMode") == "Indexed"):
             errors += _check_torchrun_nodes(doc, pod, where)
         pod_ctx = pod.get("securityContext", {})
         for c in pod.get("initContainers", []) + pod.get("containers", []):

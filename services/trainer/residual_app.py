@@ -1,7 +1,8 @@
 """Assemble the Stage 2 trainer from settings (``w2a train-residual``) and run it until SIGTERM.
 
 Under ``torchrun`` the same command is one rank of a data-parallel trainer
-(``services.trainer.residual_trainer``): rank 0 alone serves metrics and pushes weights."""
+(``services.trainer.residual_trainer``): rank 0 alone pushes weights, each node's local rank 0
+serves metrics."""
 
 from __future__ import annotations
 
@@ -56,8 +57,9 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
     adapters = load_adapters(settings.adapters)
     ranks = init_from_env()
     metrics = TrainerMetrics()
+    # one endpoint per node (its local rank 0): probes see every pod, ports never clash on one host
     http = metrics.serve(settings.metrics_port, settings.metrics_host) \
-        if settings.metrics_port and ranks.main else None
+        if settings.metrics_port and ranks.local_rank == 0 else None
     rds = redis.Redis.from_url(settings.resolved_redis_url(), socket_timeout=10, socket_connect_timeout=5)
     root_cert = settings.policy_root_cert.read_bytes() if settings.policy_root_cert else None
     def connect(endpoint: str) -> PolicyClient:

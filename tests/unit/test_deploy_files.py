@@ -65,7 +65,7 @@ def test_broken_manifests_are_caught(rendered):
         ["containers"][0]["resources"].pop("limits"),
         "no readinessProbe": lambda d: _find(d, "Deployment", "planner")["spec"]["template"]["spec"]
         ["containers"][0].pop("readinessProbe"),
-        "runAsNonRoot": lambda d: _find(d, "Deployment", "trainer")["spec"]["template"]["spec"]
+        "runAsNonRoot": lambda d: _find(d, "StatefulSet", "trainer")["spec"]["template"]["spec"]
         ["securityContext"].pop("runAsNonRoot"),
         "not a setting of PolicySettings": lambda d: _find(d, "ConfigMap", "w2a-policy-settings")["data"]
         .update({"W2A_POLICY_NO_SUCH_THING": "1"}),
@@ -75,6 +75,7 @@ def test_broken_manifests_are_caught(rendered):
         ["containers"][0]["resources"]["limits"].update({"nvidia.com/gpu": 1}),
         "NNODES=1 but completions/parallelism = 2/2": lambda d: _find(d, "Job", "stage1")["spec"].update(
             {"completions": 2, "parallelism": 2}),
+        "NNODES=1 but replicas = 3": lambda d: _find(d, "StatefulSet", "trainer")["spec"].update({"replicas": 3}),
         "inline Secret": lambda d: d.append({"apiVersion": "v1", "kind": "Secret",
                                              "metadata": {"name": "oops"}, "data": {"k": "c2VjcmV0"}}),
     }
