@@ -788,6 +788,23 @@ def bench_trainer_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
+@bench_app.command("scale")
+def bench_scale_cmd(
+    stage1_steps: int = typer.Option(150, min=10, help="Stage 1 steps per configuration."),
+    stage1_batch: int = typer.Option(64, min=4, help="Stage 1 global batch (split over the ranks)."),
+    stage2_steps: int = typer.Option(320, min=64, help="Rollout steps each Stage 2 configuration consumes."),
+    pushes: int = typer.Option(6, min=1, help="Pushes per fan-out run."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Scale-out: Stage 1 with 1 vs 2 torchrun ranks, Stage 2 (1 trainer + 1 world model vs 2 ranks
+    + 2), weight push fan-out to 1 vs 3 policy replicas — real processes on loopback."""
+    from services.bench.scale import bench_scale
+
+    result = bench_scale(stage1_steps, stage1_batch, stage2_steps, pushes,
+                         progress=(lambda m: typer.echo(m, err=True)))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 def main(argv: list[str] | None = None) -> None:
     app(argv)
 

@@ -1,6 +1,7 @@
 """Benchmarks, one module per subject (``w2a bench …``, JSON output): the policy server under
 robot load (``policy``), weight pushes while serving (``weights``), the world model on Triton
-(``world_model``) and the Stage 2 trainer on a Redis stream (``trainer``)."""
+(``world_model``), the Stage 2 trainer on a Redis stream (``trainer``) and scale-out with torchrun
+ranks, several world-model servers and policy replicas (``scale``)."""
 
 from services.bench.common import ROBOT, TRAINER, policy_process, policy_server_process, tiny_base
 from services.bench.policy import bench_policy

@@ -10,6 +10,7 @@ chunk-level retrieval among held-out demos, so the figures compare.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,6 +228,7 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
     bar = tqdm(range(start_step, config.steps), desc=f"stage1 {config.alignment}",
                disable=not progress or not ranks.main)
     k, p = config.hard_negatives, config.perturbed_negatives
+    started = time.perf_counter()
     for step in bar:
         rows = rng.choice(len(pairs), size=batch, replace=False)  # the same draw on every rank
         hard, mask = hard_negative_index(pairs.skill, pairs.demo, rows, k, rng, position)
@@ -243,12 +245,14 @@ def train_stage1(chunks: ChunkSet, out: str | Path, config: Stage1Config = Stage
             history.append({"step": step + 1, "total": stage1_total.item(), "contrastive": contrastive.item(),
                             "reconstruction": reconstruction.item()})
             bar.set_postfix(loss=f"{stage1_total.item():.3f}")
+    train_seconds = time.perf_counter() - started  # the optimisation steps alone (w2a bench scale)
     model.eval()
     if not ranks.main:
-        return {"alignment": config.alignment, "rank": ranks.rank, "history": history}
+        return {"alignment": config.alignment, "rank": ranks.rank, "history": history,
+                "train_seconds": train_seconds}
     metrics = retrieval(model, held)
     result = {"alignment": config.alignment, **metrics, "train_pairs": len(pairs),
-              "skills": len(chunks.skill_names), "config": asdict(config)}
+              "skills": len(chunks.skill_names), "config": asdict(config), "train_seconds": train_seconds}
     save_module(ckpt_dir, model, version=str(config.steps),
                 config={"adapter": asdict(adapter_cfg), "step": config.steps, "alignment": config.alignment})
     (out / "stage1_eval.json").write_text(json.dumps(result, indent=1))
