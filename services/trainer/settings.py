@@ -23,9 +23,8 @@ class TrainerSettings(BaseSettings):
     redis_url: str | None = None  # None: W2A_REDIS_URL; there is no embedded default (data lives there)
     stream: str = ROLLOUT_STREAM
     group: str = "trainer"
-    # unique per trainer sharing the stream; under torchrun each rank reads as "<consumer>-r<rank>",
-    # so give every node the same value (the default, the host name, differs across nodes)
-    consumer: str = Field(default_factory=socket.gethostname)
+    # under torchrun each rank reads as "<consumer>-r<rank>": give every node the same value there
+    consumer: str = Field(default_factory=socket.gethostname)  # unique per trainer; torchrun: one value on all nodes
     dead_letter_stream: str = DEAD_LETTER_STREAM
     claim_idle_ms: int = Field(60_000, ge=0)
     max_deliveries: int = Field(5, ge=1)
