@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/w2a bench weights --json > reports/bench_weights.json
 	$(BIN)/w2a bench world-model --json > reports/bench_world_model.json
 	$(BIN)/w2a bench trainer --json > reports/bench_trainer.json
+	$(BIN)/w2a bench scale --json > reports/bench_scale.json
 	cat reports/bench_*.json
 
 docs: $(STAMP)
