@@ -407,7 +407,8 @@ def train_residual_cmd(
     """Stage 2: consume rollouts from Redis, train the residual reward-free, push it live.
 
     Runs until SIGTERM/Ctrl-C; other settings (token, batch size, push interval, consumer
-    name, metrics port): W2A_TRAINER_* variables, see services/trainer/settings.py.
+    name, metrics port): W2A_TRAINER_* variables, see services/trainer/settings.py. Data-parallel:
+    `torchrun --nproc-per-node N -m services.cli train-residual` (one residual, N ranks).
     """
     from pydantic import ValidationError
 

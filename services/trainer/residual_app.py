@@ -121,12 +121,13 @@ def run_residual_trainer(settings: TrainerSettings, stop: threading.Event | None
 
 
 def _adopt_gone_ranks(stream: RolloutStream, consumer: str, ranks: Ranks) -> None:
-    """Rank 0 takes over what ranks of a larger earlier world left pending (their names are not
-    read by anyone now); every rank waits for it before reading."""
+    """Rank 0 takes over what an earlier run left pending under names nobody reads now — the
+    ranks of a larger world, or the single trainer's own name (XAUTOCLAIM is off between ranks);
+    every rank waits for it before reading."""
     if ranks.main:
-        pattern = re.compile(re.escape(consumer) + r"-r(\d+)")
+        pattern = re.compile(re.escape(consumer) + r"(?:-r(\d+))?")
         gone = [name for name in stream.consumers()
-                if (m := pattern.fullmatch(name)) and int(m.group(1)) >= ranks.world]
+                if (m := pattern.fullmatch(name)) and (m.group(1) is None or int(m.group(1)) >= ranks.world)]
         if gone and (moved := stream.adopt(gone)):
             log.warning("took over %d pending entries of gone ranks %s", moved, ", ".join(gone))
     ranks.any(False)  # a barrier on the same process group
