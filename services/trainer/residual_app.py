@@ -125,9 +125,15 @@ def _adopt_gone_ranks(stream: RolloutStream, consumer: str, ranks: Ranks) -> Non
     ranks of a larger world, or the single trainer's own name (XAUTOCLAIM is off between ranks);
     every rank waits for it before reading."""
     if ranks.main:
-        pattern = re.compile(re.escape(consumer) + r"(?:-r(\d+))?")
-        gone = [name for name in stream.consumers()
-                if (m := pattern.fullmatch(name)) and (m.group(1) is None or int(m.group(1)) >= ranks.world)]
+        gone = gone_consumers(stream.consumers(), consumer, ranks.world)
         if gone and (moved := stream.adopt(gone)):
             log.warning("took over %d pending entries of gone ranks %s", moved, ", ".join(gone))
     ranks.any(False)  # a barrier on the same process group
+
+
+def gone_consumers(names: list[str], consumer: str, world: int) -> list[str]:
+    """Of the group's consumer names, those of this trainer that no rank of a ``world``-rank run
+    reads: ``<consumer>`` (one process) and ``<consumer>-r<k>`` for k >= world."""
+    pattern = re.compile(re.escape(consumer) + r"(?:-r(\d+))?")
+    return [name for name in names
+            if (m := pattern.fullmatch(name)) and (m.group(1) is None or int(m.group(1)) >= world)]

@@ -127,3 +127,11 @@ def test_group_lag_counts_undelivered_entries(rds):
     assert group_lag(rds, ROLLOUT_STREAM, "trainer", cap=2) == 2  # a large backlog reports the cap
     stream.read(count=10)
     assert group_lag(rds, ROLLOUT_STREAM, "trainer") == 0
+
+
+def test_the_ranks_that_are_gone_are_named_by_the_consumer_and_the_world():
+    from services.trainer.residual_app import gone_consumers
+
+    names = ["t", "t-r0", "t-r1", "t-r2", "t-r10", "other", "t-rx", "tt-r3"]
+    assert gone_consumers(names, "t", 2) == ["t", "t-r2", "t-r10"]
+    assert gone_consumers(names, "t", 11) == ["t"]
