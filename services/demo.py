@@ -134,7 +134,8 @@ PROFILES = {
 # bases), 5 (0.33, 0.62) and 6 (0.50, 0.50) in range, task 2 at 0.00-0.75 depending on its demos, and
 # 0, 3, 4, 7, 8, 9 and the two-object tasks at or near 0. Tasks 1, 2 and libero_10:0 keep their
 # list positions (demo seeds are DEMO_SEEDS_START + 1000 x position), so their demos are those of
-# the first run (runs/libero1: base 0.34 and 0.46 on the official init states).
+# the first run (runs/libero1: base 0.34 and 0.46 on the official init states). On the official init
+# states this set gave 0.10 / 0.12 / 0.36 / 0.12 / 0.00 (runs/libero2, docs/results-libero.md).
 _LIBERO = dict(sim="libero", tasks=("libero_object:5", "libero_object:1", "libero_object:2", "libero_object:6",
                                     "libero_10:0"),
                camera="agentview", image_size=64, action_repeat=1, max_steps=0, arms=("w2a",),
