@@ -79,20 +79,13 @@ def _stage1(out: Path, ranks: int, steps: int, batch: int) -> float:
 
 # -- Stage 2 ---------------------------------------------------------------------------------------
 
-def _drained(client, stream: str, group: str) -> bool:
-    groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
-    info = groups.get(group)
-    if info is None or client.xpending(stream, group)["pending"]:
-        return False
-    return info["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"]
-
-
 def _stage2(tmp: Path, redis_url: str, adapters: Path, wm_endpoints: list[str], ranks: int, steps: int,
             group: str, batch_size: int) -> dict:
     """Rollout steps per second from the trainer(s) being up to the stream drained."""
     import redis
 
     from services.common.streams import ROLLOUT_STREAM
+    from services.trainer.rollout_stream import group_drained
 
     log = tmp / f"{group}.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "W2A_TORCH_THREADS": "1",
@@ -114,7 +107,7 @@ def _stage2(tmp: Path, redis_url: str, adapters: Path, wm_endpoints: list[str], 
                 raise RuntimeError(f"trainer did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)
         start = time.perf_counter()
-        while not _drained(client, ROLLOUT_STREAM, group):
+        while not group_drained(client, ROLLOUT_STREAM, group):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"trainer stopped before the stream drained:\n{log.read_text()[-3000:]}")
             time.sleep(0.05)

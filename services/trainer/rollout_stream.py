@@ -206,3 +206,10 @@ def group_lag(client: redis.Redis, stream: str, group: str, cap: int = 1_000) ->
             return 0
         return len(client.xrange(stream, min=f"({last}", max="+", count=cap))
     return int(client.xlen(stream)) if client.exists(stream) else 0
+
+
+def group_drained(client: redis.Redis, stream: str, group: str) -> bool:
+    """Whether ``group`` has read every entry of ``stream`` and acked all it read."""
+    if not client.exists(stream) or group not in {_id(g["name"]) for g in client.xinfo_groups(stream)}:
+        return False
+    return group_lag(client, stream, group) == 0 and client.xpending(stream, group)["pending"] == 0

