@@ -9,7 +9,6 @@ lockstep; in one process each is the identity, so one code path serves both."""
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -74,12 +73,16 @@ class Ranks:
         return out
 
     def broadcast(self, value: Any) -> Any:
-        """Rank 0's (picklable) value on every rank (the others' argument is ignored)."""
+        """Rank 0's (picklable) value on every rank (the others' argument is ignored).
+
+        Object collectives (this and ``gather``) serialise through torch between the ranks of one
+        job only — trusted peers behind the trainer-rendezvous NetworkPolicy — never on a path
+        robots or other services reach."""
         if not self.distributed:
             return value
-        box = [pickle.dumps(value) if self.main else None]
+        box = [value if self.main else None]
         torch.distributed.broadcast_object_list(box, src=0)
-        return pickle.loads(box[0])
+        return box[0]
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Rank 0's weights into every rank's copy of ``module`` (after building it)."""
