@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import threading
 
@@ -21,7 +20,7 @@ from services.trainer.metrics import TrainerMetrics
 from services.trainer.pusher import WeightPusher
 from services.trainer.residual_trainer import ResidualTrainer
 from services.trainer.rollout_stream import RolloutStream
-from services.trainer.settings import TrainerSettings
+from services.trainer.settings import TrainerSettings, gone_consumers
 from services.trainer.targets import RealFutureTargets, TableTargets, WorldModelTargets
 from w2a_client.client import PolicyClient
 from w2a_models.adapters import AdapterConfig, Stage1Adapters
@@ -130,10 +129,3 @@ def _adopt_gone_ranks(stream: RolloutStream, consumer: str, ranks: Ranks) -> Non
             log.warning("took over %d pending entries of gone ranks %s", moved, ", ".join(gone))
     ranks.any(False)  # a barrier on the same process group
 
-
-def gone_consumers(names: list[str], consumer: str, world: int) -> list[str]:
-    """Of the group's consumer names, those of this trainer that no rank of a ``world``-rank run
-    reads: ``<consumer>`` (one process) and ``<consumer>-r<k>`` for k >= world."""
-    pattern = re.compile(re.escape(consumer) + r"(?:-r(\d+))?")
-    return [name for name in names
-            if (m := pattern.fullmatch(name)) and (m.group(1) is None or int(m.group(1)) >= world)]

@@ -334,21 +334,24 @@ class ResidualTrainer:
         self.buffer = self.buffer[n:]
         for s in samples:
             self._held.discard(s.entry_id)
-        per_rank = self.ranks.gather(([s.entry_id for s in samples], stats))
-        ids = [i for rank_ids, _ in per_rank for i in rank_ids]
+        # one gather per update: every rank's ids, loss terms, replayed rows and policy versions
+        per_rank = self.ranks.gather(([s.entry_id for s in samples], stats, replayed,
+                                      {s.policy_version for s in samples}))
+        ids = [i for rank_ids, *_ in per_rank for i in rank_ids]
         self._applied.extend(ids)
         self._oldest = time.monotonic()
         self.updates += 1
-        stats = {**_weighted_stats(per_rank), "update": self.updates, "chunks": len(ids),
-                 "replayed": self.ranks.total(replayed), "result": result}
+        stats = {**_weighted_stats([(rank_ids, rank_stats) for rank_ids, rank_stats, *_ in per_rank]),
+                 "update": self.updates, "chunks": len(ids), "replayed": sum(r[2] for r in per_rank),
+                 "result": result}
         if self.ranks.distributed:
-            stats["chunks_per_rank"] = [len(rank_ids) for rank_ids, _ in per_rank]
+            stats["chunks_per_rank"] = [len(rank_ids) for rank_ids, *_ in per_rank]
             stats["ranks_in_sync"] = self.ranks.same_parameters(self.residual)
             if not stats["ranks_in_sync"]:
                 log.error("update %d: the ranks' residual weights differ", self.updates)
         self.last_stats = stats
-        versions = self.ranks.gather({s.policy_version for s in samples})
-        self._record({**stats, "ids": ids, "policy_versions": sorted(set().union(*versions))})
+        versions = set().union(*(r[3] for r in per_rank))
+        self._record({**stats, "ids": ids, "policy_versions": sorted(versions)})
         if self.updates % self.config.checkpoint_every == 0:
             self.checkpoint()
         if self.pusher is not None and self.updates % self.config.push_every == 0:
@@ -367,7 +370,7 @@ class ResidualTrainer:
         if not self.ranks.all(bool(torch.isfinite(loss))):
             return False
         self.optimizer.zero_grad(set_to_none=True)
-        (loss * share if self.ranks.distributed else loss).backward()
+        (loss * share).backward()  # share = 1 in one process: the same gradient, bit for bit
         self.ranks.sum_gradients(self.residual.parameters())
         norm = torch.nn.utils.clip_grad_norm_(self.residual.parameters(), 1.0)
         if not torch.isfinite(norm):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -23,7 +24,6 @@ class TrainerSettings(BaseSettings):
     redis_url: str | None = None  # None: W2A_REDIS_URL; there is no embedded default (data lives there)
     stream: str = ROLLOUT_STREAM
     group: str = "trainer"
-    # under torchrun each rank reads as "<consumer>-r<rank>": give every node the same value there
     consumer: str = Field(default_factory=socket.gethostname)  # unique per trainer; torchrun: one value on all nodes
     dead_letter_stream: str = DEAD_LETTER_STREAM
     claim_idle_ms: int = Field(60_000, ge=0)
@@ -114,3 +114,11 @@ class TrainerSettings(BaseSettings):
 def rank_consumer(consumer: str, rank: int) -> str:
     """The consumer name of one rank of a data-parallel trainer."""
     return f"{consumer}-r{rank}"
+
+
+def gone_consumers(names: list[str], consumer: str, world: int) -> list[str]:
+    """Of the group's consumer names, those of this trainer that no rank of a ``world``-rank run
+    reads: ``<consumer>`` (one process) and ``rank_consumer(consumer, k)`` for k >= world."""
+    pattern = re.compile(re.escape(consumer) + r"(?:-r(\d+))?")
+    return [name for name in names
+            if (m := pattern.fullmatch(name)) and (m.group(1) is None or int(m.group(1)) >= world)]

@@ -130,7 +130,7 @@ def test_group_lag_counts_undelivered_entries(rds):
 
 
 def test_the_ranks_that_are_gone_are_named_by_the_consumer_and_the_world():
-    from services.trainer.residual_app import gone_consumers
+    from services.trainer.settings import gone_consumers
 
     names = ["t", "t-r0", "t-r1", "t-r2", "t-r10", "other", "t-rx", "tt-r3"]
     assert gone_consumers(names, "t", 2) == ["t", "t-r2", "t-r10"]
