@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -117,6 +118,11 @@ class Ranks:
         return len(set(self.gather(checksum))) == 1
 
 
+# How long a rank waits in init for the others: torchrun's rendezvous has already gathered the
+# nodes, so a peer that is not here by then is gone; failing lets torchrun restart the group.
+INIT_TIMEOUT = timedelta(minutes=5)
+
+
 def init_from_env(backend: str | None = None) -> Ranks:
     """The process group torchrun asks for (none for a plain process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -125,8 +131,29 @@ def init_from_env(backend: str | None = None) -> Ranks:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(ranks.local_rank)
-        torch.distributed.init_process_group(backend)
+        store = attempt_store()
+        if store is None:
+            torch.distributed.init_process_group(backend)
+        else:
+            torch.distributed.init_process_group(backend, store=store, rank=ranks.rank, world_size=world)
     return ranks
+
+
+def attempt_store() -> torch.distributed.Store | None:
+    """torchrun's shared store, keyed by this restart attempt (None outside torchrun's agent store).
+
+    torchrun (torch 2.13) hands every restart of the worker group the same TCPStore server and
+    no per-attempt prefix, so the keys of the attempt a kill -9 ended are still there: a restarted
+    rank can read a dead peer's gloo address before the peer rewrites it (``connectFullMesh ...
+    Connection refused``, 1 kill in 4 here) and a later attempt can wait on stale barrier counts
+    (a hang in init). A prefix per ``TORCHELASTIC_RESTART_COUNT`` gives each attempt its own keys."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    client = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                                        int(os.environ["WORLD_SIZE"]), is_master=False,
+                                        timeout=INIT_TIMEOUT)
+    return torch.distributed.PrefixStore(f"w2a/attempt_{attempt}/", client)
 
 
 def gather_rows(tensor: torch.Tensor, ranks: Ranks) -> torch.Tensor:
