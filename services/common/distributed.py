@@ -131,7 +131,7 @@ def init_from_env(backend: str | None = None) -> Ranks:
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(ranks.local_rank)
-        store = attempt_store()
+        store = attempt_store(world)
         if store is None:
             torch.distributed.init_process_group(backend)
         else:
@@ -139,20 +139,20 @@ def init_from_env(backend: str | None = None) -> Ranks:
     return ranks
 
 
-def attempt_store() -> torch.distributed.Store | None:
+def attempt_store(world: int) -> torch.distributed.Store | None:
     """torchrun's shared store, keyed by this restart attempt (None outside torchrun's agent store).
 
     torchrun (torch 2.13) hands every restart of the worker group the same TCPStore server and
     no per-attempt prefix, so the keys of the attempt a kill -9 ended are still there: a restarted
     rank can read a dead peer's gloo address before the peer rewrites it (``connectFullMesh ...
-    Connection refused``, 1 kill in 4 here) and a later attempt can wait on stale barrier counts
-    (a hang in init). A prefix per ``TORCHELASTIC_RESTART_COUNT`` gives each attempt its own keys."""
+    Connection refused``: every time in a bare two-rank probe, 1 trainer kill in 4) and a later
+    attempt can wait on stale barrier counts (a hang in init). A prefix per
+    ``TORCHELASTIC_RESTART_COUNT`` gives each attempt its own keys."""
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    client = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                                        int(os.environ["WORLD_SIZE"]), is_master=False,
-                                        timeout=INIT_TIMEOUT)
+    client = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                        is_master=False, timeout=INIT_TIMEOUT)
     return torch.distributed.PrefixStore(f"w2a/attempt_{attempt}/", client)
 
 
