@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from services.demo import _base_subset, _collect_task, _train_base
+from services.demo import _base_subset, _collect_task, _train_base, base_bc_config
 from services.robot_sim.metaworld_env import DEFAULT_ACTION_REPEAT, DEFAULT_CAMERA
 from services.robot_sim.seeds import DEMO_SEEDS_START, ROLLOUT_SEEDS_START
 from w2a_models.stats import wilson_ci95
@@ -51,7 +51,8 @@ def _evaluate(job: tuple) -> dict:
     with make_simulator(sim_name, name, size, camera, max_steps, repeat, suite) as sim:
         results = run_local_episodes(TinyVLA.load(base_dir), sim, seeds, max_steps)
     return {"task": task, "successes": sum(r.success for r in results), "episodes": len(results),
-            "mean_steps": sum(r.steps for r in results) / len(results)}
+            "mean_steps": sum(r.steps for r in results) / len(results),
+            "per_seed": [int(r.success) for r in results]}  # seed order: recipes pair up seed by seed
 
 
 def main() -> None:
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="policy steps; LIBERO default: the suite's limit")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--state-std-floor", type=float, default=0.0, help="base_bc.BCConfig.state_std_floor")
+    ap.add_argument("--image-shift", default="0", help="base_bc.BCConfig.image_shift; comma list, one base each")
+    ap.add_argument("--state-noise", default="0", help="base_bc.BCConfig.state_noise; comma list, one base each")
     ap.add_argument("--demo-noise", type=float, default=0.0,
                     help="LIBERO: perturbed execution of the demos (libero_experts.ActionNoise std)")
     args = ap.parse_args()
@@ -79,6 +82,9 @@ def main() -> None:
     tasks = args.tasks.split(",")
     counts = [int(c) for c in args.counts.split(",")]
     step_counts = [int(s) for s in args.base_steps.split(",")]
+    # one base per (steps, image shift, state noise): the recipes a pilot compares
+    recipes = [(steps, int(shift), float(noise)) for steps in step_counts
+               for shift in args.image_shift.split(",") for noise in args.state_noise.split(",")]
     spawn = mp.get_context("spawn")
     data = args.out / "data"
     started = time.monotonic()
@@ -92,12 +98,13 @@ def main() -> None:
     rows = []
     for n in counts:
         subset = _base_subset(data, args.out / f"base_data_{n}", n, tasks)
-        for steps in step_counts:
+        for steps, shift, noise in recipes:
             floor = f"_floor{args.state_std_floor:g}" if args.state_std_floor else ""
-            base_dir = args.out / f"base_{n}_{steps}{floor}"
+            augment = (f"_shift{shift}" if shift else "") + (f"_snoise{noise:g}" if noise else "")
+            base_dir = args.out / f"base_{n}_{steps}{floor}{augment}"
             started = time.monotonic()
             if not (base_dir / "train_report.json").exists():
-                _train_base((subset, base_dir, steps, args.state_std_floor))
+                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise)))
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
@@ -107,19 +114,21 @@ def main() -> None:
                     k, m = result["successes"], result["episodes"]
                     lo, hi = wilson_ci95(k, m)
                     row = {"demos": n, "base_steps": steps, "state_std_floor": args.state_std_floor,
+                           "image_shift": shift, "state_noise": noise,
                            "demo_noise": args.demo_noise, "task": result["task"], "episodes": m,
                            "success_rate": k / m, "ci95": [lo, hi], "mean_steps": result["mean_steps"],
-                           "train_s": round(trained, 1)}
+                           "per_seed": result["per_seed"], "train_s": round(trained, 1)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     (args.out / "pilot.json").write_text(json.dumps(rows, indent=1))
-    print("\n| demos per task | base steps | " + " | ".join(tasks) + " |")
-    print("| --- | --- |" + " --- |" * len(tasks))
+    print("\n| demos per task | base steps | image shift | state noise | " + " | ".join(tasks) + " |")
+    print("| --- | --- | --- | --- |" + " --- |" * len(tasks))
     for n in counts:
-        for steps in step_counts:
+        for steps, shift, noise in recipes:
             cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for t in tasks
-                     for r in rows if r["demos"] == n and r["base_steps"] == steps and r["task"] == t]
-            print(f"| {n} | {steps} | " + " | ".join(cells) + " |")
+                     for r in rows if (r["demos"], r["base_steps"], r["image_shift"], r["state_noise"], r["task"])
+                     == (n, steps, shift, noise, t)]
+            print(f"| {n} | {steps} | {shift} | {noise:g} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

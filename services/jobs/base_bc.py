@@ -24,6 +24,27 @@ class BCConfig:
     seed: int = 0
     eval_every: int = 200
     state_std_floor: float = 0.0  # see TinyVLANet.set_normalisation; LIBERO needs ~0.05
+    image_shift: int = 0  # random-shift augmentation: up to this many pixels each way (0: off)
+    state_noise: float = 0.0  # Gaussian noise on the normalised state while training (0: off)
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """[B,H,W,C] uint8 -> the same images shifted by up to ``pad`` pixels (edge pixels repeat).
+
+    The few demos a base clones show each scene from one camera pose; a shifted copy keeps the
+    CNN from keying on exact pixel positions that a rollout's first drift changes."""
+    if pad <= 0:
+        return images
+    b, h, w, _ = images.shape
+    x = images.permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, None, :, None].expand(b, x.shape[1], h, x.shape[3])
+    x = torch.gather(x, 2, rows)
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, None, :].expand(b, x.shape[1], h, w)
+    x = torch.gather(x, 3, cols)
+    return x.permute(0, 2, 3, 1).to(images.dtype)
 
 
 @dataclass
@@ -105,11 +126,15 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps)
     rng = np.random.default_rng(config.seed)
+    augment = torch.Generator().manual_seed(config.seed)
     history = []
     bar = tqdm(range(config.steps), desc="train-base", disable=not progress)
     for step in bar:
         index = rng.integers(0, len(train), config.batch_size)
         images, text, state, target = train.batch(index)
+        images = random_shift(images, config.image_shift, augment)
+        if config.state_noise > 0:  # in normalised units: the net divides by state_std
+            state = state + config.state_noise * net.state_std * torch.randn(state.shape, generator=augment)
         pred, _ = net(images, text, state)
         loss = torch.nn.functional.mse_loss(pred, (target - net.action_mean) / net.action_std)
         opt.zero_grad()
