@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--state-std-floor", type=float, default=0.0, help="base_bc.BCConfig.state_std_floor")
     ap.add_argument("--image-shift", default="0", help="base_bc.BCConfig.image_shift; comma list, one base each")
     ap.add_argument("--state-noise", default="0", help="base_bc.BCConfig.state_noise; comma list, one base each")
+    ap.add_argument("--labels", default="executed", help="base_bc.BCConfig.labels; comma list, one base each")
     ap.add_argument("--demo-noise", type=float, default=0.0,
                     help="LIBERO: perturbed execution of the demos (libero_experts.ActionNoise std)")
     args = ap.parse_args()
@@ -83,8 +84,9 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     step_counts = [int(s) for s in args.base_steps.split(",")]
     # one base per (steps, image shift, state noise): the recipes a pilot compares
-    recipes = [(steps, int(shift), float(noise)) for steps in step_counts
-               for shift in args.image_shift.split(",") for noise in args.state_noise.split(",")]
+    recipes = [(steps, int(shift), float(noise), labels) for steps in step_counts
+               for shift in args.image_shift.split(",") for noise in args.state_noise.split(",")
+               for labels in args.labels.split(",")]
     spawn = mp.get_context("spawn")
     data = args.out / "data"
     started = time.monotonic()
@@ -98,13 +100,14 @@ def main() -> None:
     rows = []
     for n in counts:
         subset = _base_subset(data, args.out / f"base_data_{n}", n, tasks)
-        for steps, shift, noise in recipes:
+        for steps, shift, noise, labels in recipes:
             floor = f"_floor{args.state_std_floor:g}" if args.state_std_floor else ""
-            augment = (f"_shift{shift}" if shift else "") + (f"_snoise{noise:g}" if noise else "")
+            augment = ((f"_shift{shift}" if shift else "") + (f"_snoise{noise:g}" if noise else "")
+                       + ("_expertlabels" if labels == "expert" else ""))
             base_dir = args.out / f"base_{n}_{steps}{floor}{augment}"
             started = time.monotonic()
             if not (base_dir / "train_report.json").exists():
-                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise)))
+                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise, labels)))
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
@@ -114,21 +117,21 @@ def main() -> None:
                     k, m = result["successes"], result["episodes"]
                     lo, hi = wilson_ci95(k, m)
                     row = {"demos": n, "base_steps": steps, "state_std_floor": args.state_std_floor,
-                           "image_shift": shift, "state_noise": noise,
+                           "image_shift": shift, "state_noise": noise, "labels": labels,
                            "demo_noise": args.demo_noise, "task": result["task"], "episodes": m,
                            "success_rate": k / m, "ci95": [lo, hi], "mean_steps": result["mean_steps"],
                            "per_seed": result["per_seed"], "train_s": round(trained, 1)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     (args.out / "pilot.json").write_text(json.dumps(rows, indent=1))
-    print("\n| demos per task | base steps | image shift | state noise | " + " | ".join(tasks) + " |")
-    print("| --- | --- | --- | --- |" + " --- |" * len(tasks))
+    print("\n| demos per task | base steps | image shift | state noise | labels | " + " | ".join(tasks) + " |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(tasks))
     for n in counts:
-        for steps, shift, noise in recipes:
+        for steps, shift, noise, labels in recipes:
             cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for t in tasks
-                     for r in rows if (r["demos"], r["base_steps"], r["image_shift"], r["state_noise"], r["task"])
-                     == (n, steps, shift, noise, t)]
-            print(f"| {n} | {steps} | {shift} | {noise:g} | " + " | ".join(cells) + " |")
+                     for r in rows if (r["demos"], r["base_steps"], r["image_shift"], r["state_noise"],
+                                       r["labels"], r["task"]) == (n, steps, shift, noise, labels, t)]
+            print(f"| {n} | {steps} | {shift} | {noise:g} | {labels} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

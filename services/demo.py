@@ -74,6 +74,7 @@ class DemoProfile:
     base_state_std_floor: float = 0.0  # base_bc.BCConfig.state_std_floor (LIBERO: the hand's orientation)
     base_image_shift: int = 0  # base_bc.BCConfig.image_shift (random-shift augmentation, pixels)
     base_state_noise: float = 0.0  # base_bc.BCConfig.state_noise
+    base_labels: str = "executed"  # base_bc.BCConfig.labels ("expert": DART labels of perturbed demos)
     eval_seed_start: int = EVAL_SEEDS_START  # task i evaluates on seeds start + 10_000 i + (0 … n-1)
     upper_eval_episodes: int = 10  # per task for upper-bound and ablation arms (the base's first seeds)
     # Trained arms, each from a fresh residual (see ARM_MODES): "w2a" is World2Act; the others
@@ -210,13 +211,15 @@ def _collect_task(args: tuple) -> dict:
     return asdict(report)
 
 
-def base_bc_config(steps: int, state_std_floor: float = 0.0, image_shift: int = 0, state_noise: float = 0.0):
+def base_bc_config(steps: int, state_std_floor: float = 0.0, image_shift: int = 0, state_noise: float = 0.0,
+                   labels: str = "executed"):
     """The base's BC recipe in a demo: every one of the few base demos is trained on (no
     hold-out), so "4 demos" means 4."""
     from services.jobs.base_bc import BCConfig
 
     return BCConfig(steps=steps, eval_every=max(1, min(200, steps)), holdout_fraction=0.0,
-                    state_std_floor=state_std_floor, image_shift=image_shift, state_noise=state_noise)
+                    state_std_floor=state_std_floor, image_shift=image_shift, state_noise=state_noise,
+                    labels=labels)
 
 
 def _train_base(args: tuple) -> dict:
@@ -504,7 +507,7 @@ def _pretrain(out: Path, p: DemoProfile, reuse: Path | None, clock: PhaseClock, 
     base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         base_job = pool.submit(_train_base, (base_data, out / "base", base_bc_config(
-            p.base_steps, p.base_state_std_floor, p.base_image_shift, p.base_state_noise)))
+            p.base_steps, p.base_state_std_floor, p.base_image_shift, p.base_state_noise, p.base_labels)))
         wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
             vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
         report["base"] = base_job.result()

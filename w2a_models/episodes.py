@@ -60,6 +60,9 @@ class Episode:
     seed: int = 0
     camera: str = "corner"
     action_repeat: int = 1
+    # Perturbed demos (DART): what the expert commanded before the execution noise was added.
+    # ``actions`` is what ran (what the frames show); these are the behaviour-cloning labels.
+    expert_actions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         problem = _shape_problem(self)
@@ -96,7 +99,13 @@ def _shape_problem(ep: Episode) -> str | None:
         return f"arrays disagree on T: {lengths}"
     if len(a) == 0:
         return "episode is empty (T = 0)"
-    for name, arr in (("actions", a), ("state", s), ("gripper", g)):
+    if ep.expert_actions is not None and (not isinstance(ep.expert_actions, np.ndarray)
+                                          or ep.expert_actions.shape != a.shape):
+        return f"expert_actions must match actions {a.shape}, got {getattr(ep.expert_actions, 'shape', None)}"
+    arrays = (("actions", a), ("state", s), ("gripper", g))
+    if ep.expert_actions is not None:
+        arrays += (("expert_actions", ep.expert_actions),)
+    for name, arr in arrays:
         if not np.issubdtype(arr.dtype, np.floating):
             return f"{name} must be floating point, got {arr.dtype}"
         if not np.all(np.isfinite(arr)):
@@ -109,6 +118,7 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    optional = {} if episode.expert_actions is None else {"expert_actions": episode.expert_actions.astype(np.float32)}
     np.savez_compressed(
         tmp,
         frames=episode.frames,
@@ -121,6 +131,7 @@ def write_episode(path: str | os.PathLike, episode: Episode) -> Path:
         seed=np.array(int(episode.seed), dtype=np.int64),
         camera=np.array(episode.camera),
         action_repeat=np.array(int(episode.action_repeat), dtype=np.int64),
+        **optional,
     )
     os.replace(tmp, path)
     return path
@@ -156,6 +167,7 @@ def read_episode(path: str | os.PathLike) -> Episode:
             seed=int(arrays.get("seed", np.array(0))),
             camera=str(arrays.get("camera", np.array("corner"))),
             action_repeat=int(arrays.get("action_repeat", np.array(1))),
+            expert_actions=arrays.get("expert_actions"),
         )
     except EpisodeFormatError as exc:
         raise EpisodeFormatError(f"{path}: {exc}") from None

@@ -26,6 +26,13 @@ class BCConfig:
     state_std_floor: float = 0.0  # see TinyVLANet.set_normalisation; LIBERO needs ~0.05
     image_shift: int = 0  # random-shift augmentation: up to this many pixels each way (0: off)
     state_noise: float = 0.0  # Gaussian noise on the normalised state while training (0: off)
+    # "expert": a perturbed demo's commanded actions (Episode.expert_actions, DART's labels) where
+    # the demo has them; "executed": the actions that ran
+    labels: str = "executed"
+
+    def __post_init__(self) -> None:
+        if self.labels not in ("executed", "expert"):
+            raise ValueError(f"labels must be 'executed' or 'expert', got {self.labels!r}")
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
@@ -60,12 +67,13 @@ class BCDataset:
     targets: np.ndarray
 
     @classmethod
-    def from_episodes(cls, episodes: list[Episode], chunk_size: int, encoder) -> BCDataset:
+    def from_episodes(cls, episodes: list[Episode], chunk_size: int, encoder, labels: str = "executed") -> BCDataset:
         frames, text, state, targets = [], [], [], []
         embeddings = encoder.encode(sorted({e.instruction for e in episodes}))
         by_text = dict(zip(sorted({e.instruction for e in episodes}), embeddings))
         for ep in episodes:
-            padded = np.concatenate([ep.actions, np.repeat(ep.actions[-1:], chunk_size, 0)])
+            actions = ep.expert_actions if labels == "expert" and ep.expert_actions is not None else ep.actions
+            padded = np.concatenate([actions, np.repeat(actions[-1:], chunk_size, 0)])
             idx = np.arange(ep.length)[:, None] + np.arange(chunk_size)[None, :]
             frames.append(ep.frames)
             state.append(ep.state)
@@ -118,9 +126,9 @@ def train_base(data_dir: str | Path, out: str | Path, model: TinyVLAConfig = Tin
     seen = {"image_size": size, "camera": camera, "state_dim": state_dim, "action_dim": action_dim}
     if any(getattr(model, k) != v for k, v in seen.items()):  # the base sees and acts as the demos did
         model = TinyVLAConfig(**{**asdict(model), **seen})
-    train = BCDataset.from_episodes(train_eps, model.chunk_size, encoder)
+    train = BCDataset.from_episodes(train_eps, model.chunk_size, encoder, config.labels)
     hold = BCDataset.from_episodes([read_episode(p) for p in hold_paths], model.chunk_size,
-                                   encoder) if hold_paths else None
+                                   encoder, config.labels) if hold_paths else None
     net = TinyVLANet(model)
     net.set_normalisation(train.state, train.targets.reshape(-1, model.action_dim), config.state_std_floor)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)

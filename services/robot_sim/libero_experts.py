@@ -164,7 +164,10 @@ class ActionNoise:
     wanders off the expert's path and the closed-loop expert brings it back. A base cloned from
     noise-free demos leaves that thin tube within one chunk and never recovers (0/10 on every
     LIBERO task, docs/libero.md). The episode records the executed action (what the frames show,
-    as the world model needs); the offsets are zero-mean, so regression still learns the expert."""
+    as the world model needs) and, as ``expert_actions``, what the expert commanded: DART's labels.
+    An executed action is a poor label: the offset is held for a chunk, so halfway through it the
+    drift it caused already shows in the state, and a clone of executed actions learns to keep
+    drifting instead of coming back."""
 
     std: float = 0.0  # action units (1 ≈ the OSC's full step); 0 = off
     every: int = 8  # steps an offset is held (one action chunk)
@@ -187,13 +190,14 @@ def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True,
     sim.reset(seed)
     expert = expert_for(sim)
     offsets = noise.offsets(seed) if noise.std > 0 else None
-    frames, actions, states = [], [], []
+    frames, actions, commanded, states = [], [], [], []
     success_at: int | None = None
     while sim.steps < sim.config.step_limit:
         if render:
             frames.append(sim.render())
         states.append(sim.state)
         action = expert.act(np.asarray(sim.obs["robot0_eef_pos"]))
+        commanded.append(action)
         if offsets is not None:
             offset = next(offsets)
             if not (noise.coarse_only and expert.fine):
@@ -210,7 +214,8 @@ def expert_episode(sim, seed: int, settle_steps: int = 5, render: bool = True,
                    actions=acts, state=np.stack(states).astype(np.float32),
                    gripper=(acts[:, 6] > 0).astype(np.float32), instruction=sim.instruction,
                    task=sim.task_name, success=success_at is not None, seed=seed,
-                   camera=sim.config.camera, action_repeat=sim.config.action_repeat)
+                   camera=sim.config.camera, action_repeat=sim.config.action_repeat,
+                   expert_actions=np.stack(commanded).astype(np.float32) if offsets is not None else None)
 
 
 def collect_libero(out, config, episodes: int, seed: int = 0, keep_failures: bool = False,
