@@ -113,7 +113,8 @@ def test_libero_robots_act_through_the_policy_server_on_the_official_init_states
 
 def test_perturbed_expert_demos_still_succeed_and_record_what_was_executed():
     """ActionNoise: held xyz offsets on the coarse waypoints, none on grasp and release; the
-    episode records the executed (perturbed) actions, the same for the same seed."""
+    episode records the executed (perturbed) actions, the same for the same seed, and what the
+    expert commanded (the BC labels)."""
     from services.robot_sim.libero_experts import ActionNoise, expert_episode
 
     noise = ActionNoise(std=0.3)
@@ -126,6 +127,10 @@ def test_perturbed_expert_demos_still_succeed_and_record_what_was_executed():
     n = min(clean.length, noisy.length)
     assert not np.allclose(clean.actions[:n, :3], noisy.actions[:n, :3])
     assert np.all(np.abs(noisy.actions) <= 1.0) and np.all(noisy.actions[:, 3:6] == 0)
+    assert clean.expert_actions is None and noisy.expert_actions.shape == noisy.actions.shape
+    executed_offset = noisy.actions[:, :3] - noisy.expert_actions[:, :3]
+    assert np.abs(executed_offset).max() > 0.05  # the offsets are in actions, not in the labels
+    np.testing.assert_array_equal(noisy.actions[:, 6], noisy.expert_actions[:, 6])  # the gripper is never perturbed
 
 
 def test_the_local_pilot_loop_runs_a_base_on_libero():

@@ -108,3 +108,48 @@ def test_a_libero_task_name_does_not_make_a_subfolder(tmp_path):
     entry = store.add(make_episode(task="libero_object/pick_up_the_milk_and_place_it_in_the_basket", seed=3))
     assert entry.file == "libero_object__pick_up_the_milk_and_place_it_in_the_basket_000003.npz"
     assert (tmp_path / entry.file).is_file() and find_episode_files(tmp_path) == [tmp_path / entry.file]
+
+
+def test_expert_actions_round_trip_and_must_match_the_actions(tmp_path):
+    ep = make_episode()
+    ep.expert_actions = ep.actions + 0.5
+    back = read_episode(write_episode(tmp_path / "ep.npz", ep))
+    np.testing.assert_array_equal(back.expert_actions, ep.expert_actions)
+    assert read_episode(write_episode(tmp_path / "plain.npz", make_episode())).expert_actions is None
+    with pytest.raises(EpisodeFormatError, match="expert_actions must match"):
+        Episode(**{**make_episode().__dict__, "expert_actions": np.zeros((3, 4), np.float32)})
+
+
+def test_bc_clones_the_expert_labels_only_when_asked_and_where_they_exist():
+    from services.jobs.base_bc import BCConfig, BCDataset
+
+    class Encoder:
+        def encode(self, texts):
+            return np.zeros((len(texts), 384), np.float32)
+
+    labelled, plain = make_episode(seed=0), make_episode(seed=1)
+    labelled.expert_actions = labelled.actions + 1.0
+    executed = BCDataset.from_episodes([labelled, plain], 4, Encoder())
+    expert = BCDataset.from_episodes([labelled, plain], 4, Encoder(), labels="expert")
+    np.testing.assert_allclose(expert.targets[:12] - executed.targets[:12], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(expert.targets[12:], executed.targets[12:])  # no labels: the actions
+    with pytest.raises(ValueError, match="labels must be"):
+        BCConfig(labels="teacher")
+
+
+def test_random_shift_moves_whole_images_and_repeats_the_edges():
+    import torch
+
+    from services.jobs.base_bc import random_shift
+
+    images = torch.arange(4 * 6 * 6 * 3).reshape(4, 6, 6, 3).to(torch.uint8)
+    generator = torch.Generator().manual_seed(0)
+    assert random_shift(images, 0, generator) is images
+    shifted = random_shift(images, 2, generator)
+    assert shifted.shape == images.shape and shifted.dtype == images.dtype
+    for original, moved in zip(images, shifted):  # every output pixel comes from the same image
+        assert set(moved.flatten().tolist()) <= set(original.flatten().tolist())
+    assert not torch.equal(shifted, images)
+    # the centre pixel moved by at most 2 rows and columns
+    rows, cols = np.nonzero((images[0, :, :, 0] == shifted[0, 3, 3, 0]).numpy())
+    assert abs(int(rows[0]) - 3) <= 2 and abs(int(cols[0]) - 3) <= 2
