@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--image-shift", default="0", help="base_bc.BCConfig.image_shift; comma list, one base each")
     ap.add_argument("--state-noise", default="0", help="base_bc.BCConfig.state_noise; comma list, one base each")
     ap.add_argument("--labels", default="executed", help="base_bc.BCConfig.labels; comma list, one base each")
+    ap.add_argument("--bc-seed", type=int, default=0, help="base_bc.BCConfig.seed: how much is the training run's luck")
     ap.add_argument("--demo-noise", type=float, default=0.0,
                     help="LIBERO: perturbed execution of the demos (libero_experts.ActionNoise std)")
     args = ap.parse_args()
@@ -103,11 +104,13 @@ def main() -> None:
         for steps, shift, noise, labels in recipes:
             floor = f"_floor{args.state_std_floor:g}" if args.state_std_floor else ""
             augment = ((f"_shift{shift}" if shift else "") + (f"_snoise{noise:g}" if noise else "")
-                       + ("_expertlabels" if labels == "expert" else ""))
+                       + ("_expertlabels" if labels == "expert" else "")
+                       + (f"_seed{args.bc_seed}" if args.bc_seed else ""))
             base_dir = args.out / f"base_{n}_{steps}{floor}{augment}"
             started = time.monotonic()
             if not (base_dir / "train_report.json").exists():
-                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise, labels)))
+                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise, labels,
+                                                                   args.bc_seed)))
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
@@ -117,7 +120,7 @@ def main() -> None:
                     k, m = result["successes"], result["episodes"]
                     lo, hi = wilson_ci95(k, m)
                     row = {"demos": n, "base_steps": steps, "state_std_floor": args.state_std_floor,
-                           "image_shift": shift, "state_noise": noise, "labels": labels,
+                           "image_shift": shift, "state_noise": noise, "labels": labels, "bc_seed": args.bc_seed,
                            "demo_noise": args.demo_noise, "task": result["task"], "episodes": m,
                            "success_rate": k / m, "ci95": [lo, hi], "mean_steps": result["mean_steps"],
                            "per_seed": result["per_seed"], "train_s": round(trained, 1)}

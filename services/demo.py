@@ -212,14 +212,14 @@ def _collect_task(args: tuple) -> dict:
 
 
 def base_bc_config(steps: int, state_std_floor: float = 0.0, image_shift: int = 0, state_noise: float = 0.0,
-                   labels: str = "executed"):
+                   labels: str = "executed", seed: int = 0):
     """The base's BC recipe in a demo: every one of the few base demos is trained on (no
     hold-out), so "4 demos" means 4."""
     from services.jobs.base_bc import BCConfig
 
     return BCConfig(steps=steps, eval_every=max(1, min(200, steps)), holdout_fraction=0.0,
                     state_std_floor=state_std_floor, image_shift=image_shift, state_noise=state_noise,
-                    labels=labels)
+                    labels=labels, seed=seed)
 
 
 def _train_base(args: tuple) -> dict:
