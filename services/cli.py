@@ -438,6 +438,10 @@ def train_base_cmd(
     batch_size: int = typer.Option(64, min=1),
     chunk_size: int = typer.Option(8, min=1, help="Actions per predicted chunk (M)."),
     seed: int = typer.Option(0),
+    state_std_floor: float = typer.Option(0.0, min=0.0, help="Smallest state scale (LIBERO: 0.05)."),
+    image_shift: int = typer.Option(0, min=0, help="Random-shift augmentation, pixels (LIBERO: 4)."),
+    state_noise: float = typer.Option(0.0, min=0.0, help="Noise on the normalised state (LIBERO: 0.1)."),
+    labels: str = typer.Option("executed", help="'expert': clone perturbed demos' commanded actions."),
     quiet: bool = typer.Option(False),
 ) -> None:
     """Train the built-in TinyVLA base policy by behaviour cloning; prints held-out loss."""
@@ -451,7 +455,9 @@ def train_base_cmd(
     try:
         report = train_base(data, out, TinyVLAConfig(chunk_size=chunk_size),
                             BCConfig(steps=steps, batch_size=batch_size, seed=seed,
-                                     eval_every=max(1, min(200, steps))), progress=not quiet)
+                                     eval_every=max(1, min(200, steps)), state_std_floor=state_std_floor,
+                                     image_shift=image_shift, state_noise=state_noise, labels=labels),
+                            progress=not quiet)
     except (ValueError, EpisodeFormatError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps({k: v for k, v in report.items() if k != "history"}))
