@@ -84,7 +84,7 @@ def main() -> None:
     tasks = args.tasks.split(",")
     counts = [int(c) for c in args.counts.split(",")]
     step_counts = [int(s) for s in args.base_steps.split(",")]
-    # one base per (steps, image shift, state noise): the recipes a pilot compares
+    # one base per (steps, image shift, state noise, labels): the recipes a pilot compares
     recipes = [(steps, int(shift), float(noise), labels) for steps in step_counts
                for shift in args.image_shift.split(",") for noise in args.state_noise.split(",")
                for labels in args.labels.split(",")]
@@ -109,8 +109,9 @@ def main() -> None:
             base_dir = args.out / f"base_{n}_{steps}{floor}{augment}"
             started = time.monotonic()
             if not (base_dir / "train_report.json").exists():
-                _train_base((subset, base_dir, base_bc_config(steps, args.state_std_floor, shift, noise, labels,
-                                                                   args.bc_seed)))
+                _train_base((subset, base_dir, base_bc_config(
+                    steps, state_std_floor=args.state_std_floor, image_shift=shift, state_noise=noise,
+                    labels=labels, seed=args.bc_seed)))
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),

@@ -511,7 +511,8 @@ def _pretrain(out: Path, p: DemoProfile, reuse: Path | None, clock: PhaseClock, 
     base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         base_job = pool.submit(_train_base, (base_data, out / "base", base_bc_config(
-            p.base_steps, p.base_state_std_floor, p.base_image_shift, p.base_state_noise, p.base_labels)))
+            p.base_steps, state_std_floor=p.base_state_std_floor, image_shift=p.base_image_shift,
+            state_noise=p.base_state_noise, labels=p.base_labels)))
         wm_report = train_world_model(data, out / "world_model", WMTrainConfig(
             vae_steps=p.wm_vae_steps, dit_steps=p.wm_dit_steps, latent_clips=p.wm_latent_clips))
         report["base"] = base_job.result()
