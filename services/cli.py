@@ -455,7 +455,7 @@ def train_base_cmd(
     try:
         report = train_base(data, out, TinyVLAConfig(chunk_size=chunk_size),
                             BCConfig(steps=steps, batch_size=batch_size, seed=seed,
-                                     eval_every=max(1, min(200, steps)), state_std_floor=state_std_floor,
+                                     state_std_floor=state_std_floor,
                                      image_shift=image_shift, state_noise=state_noise, labels=labels),
                             progress=not quiet)
     except (ValueError, EpisodeFormatError) as exc:

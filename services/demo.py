@@ -221,9 +221,8 @@ def base_bc_config(steps: int, state_std_floor: float = 0.0, image_shift: int = 
     hold-out), so "4 demos" means 4."""
     from services.jobs.base_bc import BCConfig
 
-    return BCConfig(steps=steps, eval_every=max(1, min(200, steps)), holdout_fraction=0.0,
-                    state_std_floor=state_std_floor, image_shift=image_shift, state_noise=state_noise,
-                    labels=labels, seed=seed)
+    return BCConfig(steps=steps, holdout_fraction=0.0, state_std_floor=state_std_floor, image_shift=image_shift,
+                    state_noise=state_noise, labels=labels, seed=seed)
 
 
 def _train_base(args: tuple) -> dict:
