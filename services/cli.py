@@ -795,6 +795,24 @@ def bench_trainer_cmd(
     typer.echo(json.dumps(result, indent=None if as_json else 1))
 
 
+@bench_app.command("sim")
+def bench_sim_cmd(
+    suite: str = typer.Option("libero_object", help="LIBERO suite."),
+    task: int = typer.Option(0, min=0, help="Task index in the suite."),
+    image_size: int = typer.Option(64, min=8),
+    rounds: int = typer.Option(3, min=1, help="Alternating rounds (medians are reported)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """LIBERO physics ms per step and render ms per frame with multisampling on and off."""
+    from services.bench import bench_sim
+
+    try:
+        result = bench_sim(suite, task, image_size, rounds, progress=(lambda m: typer.echo(m, err=True)))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(result, indent=None if as_json else 1))
+
+
 @bench_app.command("scale")
 def bench_scale_cmd(
     stage1_steps: int = typer.Option(150, min=10, help="Stage 1 steps per configuration."),

@@ -9,7 +9,10 @@ work on either:
   task's own BDDL regions with LIBERO's sampler, seeded; evaluation seeds ``EVAL_SEEDS_START + k``
   load the suite's official init state ``k`` (LIBERO's protocol: 50 per task). The two never mix.
 - **Rendering** happens only when ``render()`` is called (the env's per-step camera observations
-  are off): physics costs ~12-16 ms per step here, one 96-px frame ~40-80 ms.
+  are off): physics costs ~10-16 ms per step here. LIBERO's scenes ask for 4× multisampling; on a
+  CPU (Mesa llvmpipe) that doubles the cost of a frame (64 px: ~84 ms with it, ~41 ms without,
+  ``w2a bench sim``), so ``LiberoConfig.antialias`` is off by default. On a GPU
+  it costs next to nothing; turn it on there if the images should match LIBERO's own.
 - **Actions** are LIBERO's 7-d OSC deltas (xyz, axis-angle rotation, gripper: -1 open, +1 close),
   clipped to [-1, 1]. **State** follows the episode format's layout (``STATE_LAYOUT``, shared
   with Meta-World so segmentation reads both): end-effector position (3), gripper opening (the
@@ -98,6 +101,16 @@ def policy_step_limit(suite: str, action_repeat: int = 1) -> int:
     return -(-SUITE_MAX_STEPS[suite] // action_repeat)
 
 
+def _rebuild_render_buffers(sim) -> None:
+    """Re-create an existing offscreen context's buffers so a changed ``model.vis`` takes effect
+    (a context made later reads it anyway)."""
+    context = getattr(sim, "_render_context_offscreen", None)
+    if context is not None:
+        context.gl_ctx.make_current()
+        context.con.free()
+        context._set_mujoco_context_and_buffers()
+
+
 @dataclass(frozen=True)
 class LiberoConfig:
     suite: str = "libero_object"
@@ -106,6 +119,7 @@ class LiberoConfig:
     camera: str = "agentview"  # the one ``render()`` returns; ``render(name)`` takes any of CAMERAS
     max_steps: int | None = None  # env steps; None = the suite's limit
     action_repeat: int = 1
+    antialias: bool = False  # LIBERO's 4x multisampling: half of a CPU frame's cost (module docstring)
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -162,6 +176,9 @@ class LiberoSim:
             self.env = OffScreenRenderEnv(bddl_file_name=self.task.bddl_file, use_camera_obs=False,
                                           camera_heights=size, camera_widths=size, hard_reset=False,
                                           horizon=self.config.step_limit + WAIT_STEPS + 10)
+            if not self.config.antialias:
+                self.env.sim.model.vis.quality.offsamples = 0
+                _rebuild_render_buffers(self.env.sim)
 
     def reset(self, seed: int) -> dict:
         self._ensure_env()
@@ -191,6 +208,9 @@ class LiberoSim:
         if name not in CAMERAS:
             raise ValueError(f"unknown LIBERO camera {name!r}; valid: {', '.join(CAMERAS)}")
         size = self.config.image_size
+        # robosuite renders into whichever GL context is current: another sim in this process
+        # may have made its own current since
+        self.env.sim._render_context_offscreen.gl_ctx.make_current()
         frame = self.env.sim.render(width=size, height=size, camera_name=name)
         return np.ascontiguousarray(frame[::-1], dtype=np.uint8)
 

@@ -145,3 +145,21 @@ def test_the_local_pilot_loop_runs_a_base_on_libero():
     with LiberoSim(LiberoConfig(suite="libero_object", task=0, image_size=32)) as sim:
         (episode,) = run_local_episodes(base, sim, [90_000], max_steps=16)
     assert episode.seed == 90_000 and episode.steps == 16 and not episode.success
+
+
+def test_multisampling_is_off_by_default_and_two_sims_in_one_process_render_their_own_scene():
+    plain = LiberoSim(LiberoConfig(task=0, image_size=32))
+    smooth = LiberoSim(LiberoConfig(task=0, image_size=32, antialias=True))
+    try:
+        plain.reset(5)
+        smooth.reset(5)  # the same placement; its GL context is made last
+        assert plain.env.sim.model.vis.quality.offsamples == 0
+        assert smooth.env.sim.model.vis.quality.offsamples == 4
+        a, b = plain.render(), smooth.render()
+        assert a.shape == b.shape == (32, 32, 3) and a.std() > 10
+        difference = np.abs(a.astype(np.int16) - b).mean()
+        assert 0 < difference < 20  # the same scene, only its edges differ
+        np.testing.assert_array_equal(plain.render(), a)  # back to the first context
+    finally:
+        plain.close()
+        smooth.close()
