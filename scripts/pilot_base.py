@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--sim", choices=("metaworld", "libero"), default="metaworld")
     ap.add_argument("--tasks", default="pick-place-v3,push-v3,plate-slide-v3,button-press-v3,door-open-v3",
                     help="Meta-World task names, or LIBERO '<suite>:<task index>'")
+    ap.add_argument("--eval-tasks", default=None,
+                    help="the tasks to evaluate (default: all of --tasks; the base still trains on every task)")
     ap.add_argument("--counts", default="4,8", help="demos per task the base trains on")
     ap.add_argument("--base-steps", default="1500", help="BC steps, one base per value")
     ap.add_argument("--episodes", type=int, default=30)
@@ -82,6 +84,9 @@ def main() -> None:
     repeat = args.action_repeat or (1 if libero else DEFAULT_ACTION_REPEAT)
     max_steps = args.max_steps if args.max_steps is not None else (0 if libero else 60)
     tasks = args.tasks.split(",")
+    eval_tasks = args.eval_tasks.split(",") if args.eval_tasks else tasks
+    if unknown := set(eval_tasks) - set(tasks):
+        ap.error(f"--eval-tasks {sorted(unknown)} are not in --tasks {tasks}")
     counts = [int(c) for c in args.counts.split(",")]
     step_counts = [int(s) for s in args.base_steps.split(",")]
     # one base per (steps, image shift, state noise, labels): the recipes a pilot compares
@@ -115,7 +120,7 @@ def main() -> None:
             trained = time.monotonic() - started
             evals = [(args.sim, base_dir, t, list(range(PILOT_SEEDS_START + 1000 * t_i,
                                                          PILOT_SEEDS_START + 1000 * t_i + args.episodes)),
-                      args.size, camera, repeat, max_steps) for t_i, t in enumerate(tasks)]
+                      args.size, camera, repeat, max_steps) for t_i, t in enumerate(tasks) if t in eval_tasks]
             with ProcessPoolExecutor(args.workers, mp_context=spawn) as pool:
                 for result in pool.map(_evaluate, evals):
                     k, m = result["successes"], result["episodes"]
@@ -128,11 +133,11 @@ def main() -> None:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     (args.out / "pilot.json").write_text(json.dumps(rows, indent=1))
-    print("\n| demos per task | base steps | image shift | state noise | labels | " + " | ".join(tasks) + " |")
-    print("| --- | --- | --- | --- | --- |" + " --- |" * len(tasks))
+    print("\n| demos per task | base steps | image shift | state noise | labels | " + " | ".join(eval_tasks) + " |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(eval_tasks))
     for n in counts:
         for steps, shift, noise, labels in recipes:
-            cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for t in tasks
+            cells = [f"{r['success_rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]" for t in eval_tasks
                      for r in rows if (r["demos"], r["base_steps"], r["image_shift"], r["state_noise"],
                                        r["labels"], r["task"]) == (n, steps, shift, noise, labels, t)]
             print(f"| {n} | {steps} | {shift} | {noise:g} | {labels} | " + " | ".join(cells) + " |")

@@ -139,7 +139,7 @@ PROFILES = {
 # list positions (demo seeds are DEMO_SEEDS_START + 1000 x position), so their demos are those of
 # the first run (runs/libero1: base 0.34 and 0.46 on the official init states). On the official init
 # states this set gave 0.10 / 0.12 / 0.36 / 0.12 / 0.00 (runs/libero2) with the plain recipe and
-# 0.56 / 0.98 / 0.00 / 0.84 / 0.00 with the augmented one below (runs/libero4, docs/results-libero.md).
+# 0.56 / 0.98 / 0.00 / 0.88 / 0.00 with the augmented one below (runs/libero5, docs/results-libero.md).
 _LIBERO = dict(sim="libero", tasks=("libero_object:5", "libero_object:1", "libero_object:2", "libero_object:6",
                                     "libero_10:0"),
                camera="agentview", image_size=64, action_repeat=1, max_steps=0, arms=("w2a",),
