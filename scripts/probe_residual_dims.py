@@ -55,9 +55,9 @@ def _episodes(job: tuple) -> dict:
     from services.demo import libero_task
     from services.policy.safety import SafetyConfig, apply_safety
     from services.robot_sim.libero_env import policy_step_limit
+    from services.robot_sim.local_eval import run_local_episodes
     from services.robot_sim.robot import make_simulator
     from services.trainer.checkpointing import TrainerCheckpoint
-    from w2a_models.base_policy import ObservationBatch
     from w2a_models.base_policy.tiny_vla import TinyVLA
 
     torch.set_num_threads(1)
@@ -72,35 +72,26 @@ def _episodes(job: tuple) -> dict:
         keep = np.zeros(dim, dtype=np.float32)
         keep[list(dims) if dims else slice(None)] = factor
     safety = SafetyConfig((-1.0,) * dim, (1.0,) * dim, max_norm)
+    applied, rngs = [], {}
+
+    def chunk(seed, out):
+        """base + the variant's residual, as the policy server applies it (cap, bounds)."""
+        res = np.zeros_like(out.actions)
+        if dims == (-1,):
+            rng = rngs.setdefault(seed, np.random.default_rng(seed))
+            res = (rng.standard_normal(res.shape) * noise_std).astype(np.float32)
+        elif residual is not None:
+            with torch.no_grad():
+                res = residual(torch.from_numpy(out.features), torch.from_numpy(out.actions)).numpy()
+            res = res * keep
+        safe = apply_safety(out.actions, res, safety)
+        applied.append(np.abs(safe.residual[0]).mean(axis=0))
+        return safe.final[0]
+
     suite, name = libero_task(task)
     limit = policy_step_limit(suite, 1)
-    camera = base.spec.cameras[0].name
-    successes, applied = [], []
     with make_simulator("libero", name, 64, "agentview", limit, 1, suite) as sim:
-        for seed in seeds:
-            sim.reset(seed)
-            rng = np.random.default_rng(seed)
-            steps, success, ended = 0, False, False
-            while not ended:
-                out = base.predict(ObservationBatch({camera: sim.render()[None]}, sim.state[None],
-                                                    [sim.instruction]))
-                res = np.zeros_like(out.actions)
-                if dims == (-1,):
-                    res = (rng.standard_normal(res.shape) * noise_std).astype(np.float32)
-                elif residual is not None:
-                    with torch.no_grad():
-                        res = residual(torch.from_numpy(out.features), torch.from_numpy(out.actions)).numpy()
-                    res = res * keep
-                safe = apply_safety(out.actions, res, safety)
-                applied.append(np.abs(safe.residual[0]).mean(axis=0))
-                for action in safe.final[0]:
-                    step = sim.step(action)
-                    steps += 1
-                    success = step.success
-                    ended = success or step.truncated or steps >= limit
-                    if ended:
-                        break
-            successes.append(int(success))
+        successes = [int(e.success) for e in run_local_episodes(base, sim, seeds, limit, chunk)]
     return {"task": task, "mask": mask_text, "per_seed": successes, "episodes": len(seeds),
             "success_rate": sum(successes) / len(seeds),
             "mean_abs_residual_per_dim": np.mean(applied, axis=0).round(3).tolist()}

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from services.robot_sim.metaworld_env import SimConfig
@@ -34,3 +35,43 @@ def test_scene_settings_are_checked_with_a_message():
         SimConfig(action_repeat=0)
     with pytest.raises(ValueError, match="multiple of 8"):
         SimConfig(image_size=60)
+
+
+def test_local_episodes_execute_what_chunk_returns_and_stop_at_max_steps():
+    from types import SimpleNamespace
+
+    from services.robot_sim.local_eval import run_local_episodes
+    from w2a_models.base_policy import BaseOutput, CameraSpec, PolicySpec
+
+    class Policy:
+        spec = PolicySpec("fake", action_dim=2, chunk_size=3, state_dim=1, cameras=(CameraSpec("cam", 4, 4),),
+                          feature_dim=1)
+
+        def predict(self, batch):
+            return BaseOutput(np.full((1, 3, 2), 0.5, np.float32), np.zeros((1, 1), np.float32))
+
+    class Sim:
+        instruction, state, executed = "reach", np.zeros(1, np.float32), []
+
+        def reset(self, seed):
+            pass
+
+        def render(self):
+            return np.zeros((4, 4, 3), np.uint8)
+
+        def step(self, action):
+            self.executed.append(action.copy())
+            return SimpleNamespace(success=False, truncated=False)
+
+    sim, calls = Sim(), []
+
+    def chunk(seed, out):
+        calls.append(seed)
+        return out.actions[0] + 2.0  # clipped to [-1, 1] as a robot's actions are
+
+    episodes = run_local_episodes(Policy(), sim, [7, 8], max_steps=4, chunk=chunk)
+    assert [(e.seed, e.success, e.steps) for e in episodes] == [(7, False, 4), (8, False, 4)]
+    assert calls == [7, 7, 8, 8]  # one chunk per observation, 4 steps = two chunks of 3
+    assert np.array_equal(np.stack(sim.executed), np.ones((8, 2), np.float32))
+    run_local_episodes(Policy(), sim, [9], max_steps=2)  # no chunk: the base's own actions
+    assert np.array_equal(np.stack(sim.executed[-2:]), np.full((2, 2), 0.5, np.float32))
