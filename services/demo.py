@@ -36,6 +36,9 @@ class DemoProfile:
     sim: str = "metaworld"  # or "libero" (evaluation on the suite's official init states)
     demos_per_task: int = 12  # world model + Stage 1 data
     base_demos_per_task: int = 4  # deliberately few: an imperfect base leaves room to improve
+    # Tasks the base trains on besides ``tasks`` (base_demos_per_task demos each), never evaluated
+    # and not seen by the world model or Stage 1: a LIBERO policy is trained on its whole suite.
+    base_tasks: tuple[str, ...] = ()
     image_size: int = 64
     camera: str = DEFAULT_CAMERA
     action_repeat: int = DEFAULT_ACTION_REPEAT  # env steps per policy step (demos, rollouts, eval)
@@ -81,6 +84,7 @@ class DemoProfile:
     # are upper bounds taught by the simulator's oracle.
     arms: tuple[str, ...] = ("w2a",)
     residual_max_norm: float = 0.5  # the policy server's per-step cap on the residual vector
+    residual_dims: tuple[int, ...] = ()  # action dimensions the residual may move (() = all)
     wm_eval_clips: int = 12  # held-out clips for the world-model diagnosis
 
 
@@ -168,6 +172,9 @@ PROFILES["libero-tiny"] = DemoProfile(
     push_every=1, wm_eval_clips=2, wm_features="latent_map")
 
 
+BASE_ONLY_DATA = "data_base_only"  # demos of the tasks only the base trains on (DemoProfile.base_tasks)
+
+
 @dataclass
 class PhaseClock:
     """Which phase runs, shown as it starts, timed for the report."""
@@ -243,14 +250,23 @@ def _train_base(args: tuple) -> dict:
     return {k: v for k, v in report.items() if k != "history"}
 
 
-def _base_subset(data: Path, out: Path, per_task: int, tasks) -> Path:
-    """Symlink the first ``per_task`` demos of each task: the base's deliberately small set."""
+def demo_tasks(p: DemoProfile) -> tuple[str, ...]:
+    """Every task with demos, in seed order (task i collects from DEMO_SEEDS_START + 1000 i): the
+    base's extra tasks first, so an evaluated task's demos do not depend on which tasks a pilot
+    picked for evaluation, then the evaluated tasks not among them."""
+    return p.base_tasks + tuple(t for t in p.tasks if t not in p.base_tasks)
+
+
+def _base_subset(data: Path, out: Path, per_task: int, tasks, base_only: Path | None = None) -> Path:
+    """Symlink the first ``per_task`` demos of each task: the base's deliberately small set (a
+    task without demos under ``data`` is looked up under ``base_only``)."""
     from w2a_models.episodes import find_episode_files
 
     for task in tasks:
         target = out / task
         target.mkdir(parents=True, exist_ok=True)
-        for path in find_episode_files(data / task)[:per_task]:
+        source = data / task if (data / task).exists() or base_only is None else base_only / task
+        for path in find_episode_files(source)[:per_task]:
             link = target / path.name
             if not link.exists():
                 link.symlink_to(path.resolve())
@@ -398,7 +414,8 @@ def _train_arm(stack, out: Path, p: DemoProfile, arm: str) -> dict:
     adapters = out / ("stage1_pooled_dit" if pooled else "stage1_chunk") / "checkpoint"
     trainer = TrainerSettings.model_validate({
         "wm_url": stack.pooled_wm_url if pooled else stack.wm_url, "batch_size": p.trainer_batch,
-        "push_every": p.push_every, "max_wait_s": 2.0, "residual_scale": p.residual_scale, "lr": p.trainer_lr,
+        "push_every": p.push_every, "max_wait_s": 2.0, "residual_scale": p.residual_scale,
+        "residual_dims": list(p.residual_dims), "lr": p.trainer_lr,
         "consumer": f"demo-trainer-{arm}", "steps_per_batch": p.trainer_steps_per_batch,
         "replay_batch": p.trainer_replay_batch, "local_negatives": p.local_negatives,
         "local_noise": max(0.05, 0.1 * p.residual_scale), "base_negative": p.base_negative, "stream": stream,
@@ -510,11 +527,14 @@ def _pretrain(out: Path, p: DemoProfile, reuse: Path | None, clock: PhaseClock, 
         report.update(reuse_pretraining(Path(reuse), out, p))
         return tuple(report["reused"])
     data = out / "data"
-    clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)})")
-    report.update(_collect_demos(data, p, spawn))
-    clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task and the tiny world "
-                f"model on all of them")
-    base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, p.tasks)
+    extra = [t for t in demo_tasks(p) if t not in p.tasks]
+    clock.start(f"collect expert demos ({p.demos_per_task} per task: {', '.join(p.tasks)}"
+                + (f"; {p.base_demos_per_task} for the base alone: {', '.join(extra)}" if extra else "") + ")")
+    report.update(_collect_demos(data, p, spawn, base_only=out / BASE_ONLY_DATA))
+    clock.start(f"train the base VLA on {p.base_demos_per_task} demos per task"
+                + (f" ({len(demo_tasks(p))} tasks)" if extra else "") + " and the tiny world model on all of them")
+    base_data = _base_subset(data, out / "base_data", p.base_demos_per_task, demo_tasks(p),
+                             base_only=out / BASE_ONLY_DATA)
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         base_job = pool.submit(_train_base, (base_data, out / "base", base_bc_config(
             p.base_steps, state_std_floor=p.base_state_std_floor, image_shift=p.base_image_shift,
@@ -601,7 +621,7 @@ def check_profile(p: DemoProfile) -> None:
         return
     from services.robot_sim.libero_env import resolve_task
 
-    for task in p.tasks:
+    for task in demo_tasks(p):
         resolve_task(*libero_task(task))
     oracle = [a for a in p.arms if ARM_MODES[a][1]]
     if oracle:
@@ -612,14 +632,20 @@ def check_profile(p: DemoProfile) -> None:
         raise ValueError(f"profile {p.name}: LIBERO evaluates on its 50 official init states per task")
 
 
-def _collect_demos(data: Path, p: DemoProfile, spawn) -> dict:
+def _collect_demos(data: Path, p: DemoProfile, spawn, base_only: Path) -> dict:
+    """Demos of every evaluated task under ``data`` (the world model's and Stage 1's too) and of
+    the base's extra tasks under ``base_only``."""
     jobs = [(p.sim, data / t, t, p.demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
-             p.action_repeat, p.max_steps, p.demo_action_noise) for i, t in enumerate(p.tasks)]
+             p.action_repeat, p.max_steps, p.demo_action_noise) if t in p.tasks else
+            (p.sim, base_only / t, t, p.base_demos_per_task, DEMO_SEEDS_START + 1000 * i, p.image_size, p.camera,
+             p.action_repeat, p.max_steps, p.demo_action_noise) for i, t in enumerate(demo_tasks(p))]
     with ProcessPoolExecutor(min(2, len(jobs)), mp_context=spawn) as pool:
         collected = list(pool.map(_collect_task, jobs))
     for c in collected:
-        print(f"  {c['task']}: {c['saved']} demos ({c['failures']} expert failures skipped)")
-        if c["saved"] < min(p.demos_per_task, p.base_demos_per_task + 1):
+        evaluated = c["task"] in p.tasks
+        print(f"  {c['task']}: {c['saved']} demos ({c['failures']} expert failures skipped)"
+              + ("" if evaluated else " (base only)"))
+        if c["saved"] < (min(p.demos_per_task, p.base_demos_per_task + 1) if evaluated else p.base_demos_per_task):
             raise RuntimeError(f"{c['task']}: only {c['saved']} expert demos")
     from services.planner.sync import measure_sync
 
@@ -670,13 +696,13 @@ def _stage1_and_wm_eval(stack, out: Path, data: Path, p: DemoProfile, pooled_arm
 # Profile fields that decide each pretraining phase. A run that agrees with this one on a group
 # (and every group before it) lends it that group's outputs (``w2a demo --reuse``): demos, base
 # and world model first, then the play data, then Stage 1; what does not agree runs again.
-PRETRAINING_FIELDS = ("tasks", "demos_per_task", "base_demos_per_task", "image_size", "camera",
+PRETRAINING_FIELDS = ("tasks", "base_tasks", "demos_per_task", "base_demos_per_task", "image_size", "camera",
                       "action_repeat", "base_steps", "wm_vae_steps", "wm_dit_steps", "wm_latent_clips",
                       "max_steps", "wm_features", "wm_eval_clips")
 PLAY_FIELDS = ("play_episodes_per_task", "play_offset_std")
 STAGE1_FIELDS = ("stage1_steps", "stage1_same_index", "stage1_perturbed", "residual_scale")
 PHASE_GROUPS = (  # (phase, fields, directories, report keys)
-    ("pretraining", PRETRAINING_FIELDS, ("data", "base_data", "base", "world_model", "cache"),
+    ("pretraining", PRETRAINING_FIELDS, ("data", BASE_ONLY_DATA, "base_data", "base", "world_model", "cache"),
      ("demos", "sync", "base", "world_model", "world_model_eval")),
     ("play", PLAY_FIELDS, ("play",), ("play",)),
     ("stage1", STAGE1_FIELDS, ("stage1_chunk", "stage1_trajectory", "stage1_pooled_dit"), ("stage1",)),

@@ -21,12 +21,21 @@ class ResidualConfig:
     hidden: int = 256
     num_layers: int = 2  # hidden layers before the zero-initialised output layer
     scale: float = 0.2  # |a_residual| <= scale, element-wise
+    # Action dimensions the residual may move; the others stay the base's. None = all. LIBERO's
+    # demos never turn the hand, and a residual that did broke every base success (docs/libero.md).
+    dims: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if min(self.obs_dim, self.action_dim, self.chunk_size, self.hidden, self.num_layers) <= 0:
             raise ValueError(f"ResidualConfig sizes must be positive: {self}")
         if self.scale <= 0:
             raise ValueError(f"ResidualConfig.scale must be > 0, got {self.scale}")
+        if self.dims is not None:
+            dims = tuple(int(d) for d in self.dims)  # a JSON round trip gives a list
+            object.__setattr__(self, "dims", dims)
+            if not dims or len(set(dims)) != len(dims) or not all(0 <= d < self.action_dim for d in dims):
+                raise ValueError(f"ResidualConfig.dims must be distinct action dimensions in "
+                                 f"[0, {self.action_dim}), got {self.dims}")
 
 
 class ResidualPolicy(nn.Module):
@@ -45,6 +54,12 @@ class ResidualPolicy(nn.Module):
         self.head = nn.Linear(width, config.chunk_size * config.action_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        mask = torch.ones(config.action_dim)
+        if config.dims is not None:
+            mask = torch.zeros(config.action_dim)
+            mask[list(config.dims)] = 1.0
+        # not a parameter and not in the state dict: it follows from the config, which travels
+        self.register_buffer("dim_mask", mask, persistent=False)
 
     def forward(self, obs_features: torch.Tensor, base_actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -56,7 +71,7 @@ class ResidualPolicy(nn.Module):
                              f"got {tuple(base_actions.shape)}")
         x = torch.cat([obs_features, base_actions.flatten(1)], dim=1)
         out = cfg.scale * torch.tanh(self.head(self.body(x)))
-        return out.view(-1, cfg.chunk_size, cfg.action_dim)
+        return out.view(-1, cfg.chunk_size, cfg.action_dim) * self.dim_mask
 
     def act(self, obs_features: torch.Tensor, base_actions: torch.Tensor) -> torch.Tensor:
         """a_final = a_base + a_residual."""

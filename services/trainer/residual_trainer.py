@@ -76,6 +76,7 @@ class ResidualTrainerConfig:
     residual_hidden: int = 256
     residual_layers: int = 2
     residual_scale: float = 0.2
+    residual_dims: tuple[int, ...] | None = None  # ResidualConfig.dims (None = every action dimension)
     loss: Stage2Config = field(default_factory=Stage2Config)
     seed: int = 0
     mode: TrainerMode = "world_model"  # the two others are upper bounds (simulator oracle)
@@ -145,7 +146,7 @@ class ResidualTrainer:
         cfg = self.config
         return ResidualConfig(obs_dim=int(sample.features.shape[0]), action_dim=sample.base.shape[1],
                               chunk_size=sample.base.shape[0], hidden=cfg.residual_hidden,
-                              num_layers=cfg.residual_layers, scale=cfg.residual_scale)
+                              num_layers=cfg.residual_layers, scale=cfg.residual_scale, dims=cfg.residual_dims)
 
     def _fits(self, sample: StepSample) -> str | None:
         """None if the sample fits the residual and adapters, else why not."""

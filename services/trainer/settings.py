@@ -50,6 +50,7 @@ class TrainerSettings(BaseSettings):
     residual_hidden: int = Field(256, ge=1)
     residual_layers: int = Field(2, ge=1)
     residual_scale: float = Field(0.2, gt=0)
+    residual_dims: list[int] = []  # action dimensions the residual may move ([] = all)
 
     # optimisation
     batch_size: int = Field(32, ge=2)  # chunks per update (in-batch negatives)
@@ -92,7 +93,8 @@ class TrainerSettings(BaseSettings):
             camera=self.camera, batch_size=self.batch_size, max_wait_s=self.max_wait_s,
             checkpoint_every=self.checkpoint_every, push_every=self.push_every,
             residual_hidden=self.residual_hidden, residual_layers=self.residual_layers,
-            residual_scale=self.residual_scale, seed=self.seed, mode=self.mode,
+            residual_scale=self.residual_scale, residual_dims=tuple(self.residual_dims) or None,
+            seed=self.seed, mode=self.mode,
             steps_per_batch=self.steps_per_batch, replay_batch=self.replay_batch,
             replay_capacity=self.replay_capacity, pipeline=self.pipeline,
             loss=Stage2Config(temperature=self.temperature, residual_l2=self.residual_l2, lr=self.lr,

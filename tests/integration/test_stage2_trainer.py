@@ -233,6 +233,30 @@ def test_expert_corrected_mode_learns_the_logged_correction_without_the_world_mo
         assert float(trainer.residual(features, base).mean()) > 0.2  # from 0 toward +0.5
 
 
+
+def test_residual_dims_keep_the_other_action_dimensions_at_the_base_through_a_restart(rds, tmp_path):
+    """ResidualConfig.dims from the trainer's config: a teacher asking +0.5 everywhere moves only
+    the allowed dimensions, and the restored checkpoint keeps the mask."""
+    from services.trainer.stage2 import Stage2Config
+
+    records = [dataclasses.replace(r, expert_actions=(np.clip(r.base, -1, 1) + 0.5).astype(np.float32))
+               for r in (_step(i) for i in range(16))]
+    _publish(rds, records)
+    kw = dict(targets=None, mode="expert_corrected", residual_scale=1.0, residual_dims=(0, 2),
+              loss=Stage2Config(lr=1e-2))
+    trainer = _trainer(rds, tmp_path / "t", **kw)
+    trainer.ingest(trainer.stream.read())
+    for _ in range(5):
+        trainer.update(4)
+    features = torch.from_numpy(np.stack([r.features for r in records]))
+    base = torch.from_numpy(np.stack([r.base for r in records]))
+    restored = _trainer(rds, tmp_path / "t", **kw).residual
+    for residual in (trainer.residual, restored):
+        with torch.no_grad():
+            out = residual(features, base)
+        assert residual.config.dims == (0, 2)
+        assert float(out[..., [0, 2]].mean()) > 0.1 and float(out[..., [1, 3]].abs().max()) == 0.0
+
 def test_replay_keeps_training_on_earlier_chunks(rds, tmp_path):
     """On-policy aggregation: chunks of the first batch still shape the residual after many
     later updates on other chunks; without replay they are forgotten."""

@@ -135,3 +135,31 @@ def test_a_libero_profile_that_cannot_run_is_refused_before_anything_starts():
         check_profile(replace(p, tasks=("libero_object",)))
     with pytest.raises(ValueError, match="valid"):
         check_profile(replace(p, tasks=("libero_object:12",)))
+
+
+def test_base_only_tasks_come_first_in_seed_order_and_join_the_base_subset_only(tmp_path):
+    """A suite-wide base: its extra tasks keep their demo seeds whichever tasks are evaluated,
+    and their demos reach the base's training set but not the world model's data directory."""
+    from dataclasses import replace
+
+    from services.demo import PROFILES, _base_subset, check_profile, demo_tasks
+
+    p = replace(PROFILES["libero"], tasks=("libero_object:5", "libero_10:0"),
+                base_tasks=("libero_object:1", "libero_object:5"))
+    assert demo_tasks(p) == ("libero_object:1", "libero_object:5", "libero_10:0")
+    assert demo_tasks(replace(p, base_tasks=())) == p.tasks  # other profiles: seeds unchanged
+    check_profile(p)
+    import pytest
+    with pytest.raises(ValueError, match="valid"):
+        check_profile(replace(p, base_tasks=("libero_object:12",)))
+    data, only = tmp_path / "data", tmp_path / "data_base_only"
+    for root, task, n in ((data, "libero_object:5", 6), (data, "libero_10:0", 6), (only, "libero_object:1", 4)):
+        (root / task).mkdir(parents=True)
+        for k in range(n):
+            (root / task / f"ep{k}.npz").write_bytes(b"x")
+    subset = _base_subset(data, tmp_path / "base_data", 4, demo_tasks(p), base_only=only)
+    for task in demo_tasks(p):
+        links = sorted((subset / task).iterdir())
+        assert [link.name for link in links] == [f"ep{k}.npz" for k in range(4)]
+        assert all(link.resolve().parent.parent == (only if task == "libero_object:1" else data) for link in links)
+    assert not (data / "libero_object:1").exists()  # the world model never sees the base-only demos

@@ -47,3 +47,30 @@ def test_residual_validates_inputs():
         policy(torch.randn(2, 10), torch.randn(2, 4, 8))
     with pytest.raises(ValueError, match="scale must be > 0"):
         ResidualConfig(obs_dim=4, scale=0)
+
+
+def test_dims_mask_leaves_other_action_dimensions_to_the_base():
+    policy = _policy(scale=0.5, dims=(0, 2))
+    with torch.no_grad():
+        policy.head.weight.normal_(0, 1.0)
+        policy.head.bias.normal_(0, 1.0)
+    out = policy(torch.randn(6, 10), torch.randn(6, 8, 4))
+    assert torch.equal(out[..., [1, 3]], torch.zeros(6, 8, 2))
+    assert out[..., [0, 2]].abs().min().item() > 0  # the allowed dimensions do move
+
+
+def test_dims_survive_a_json_round_trip_and_stay_out_of_the_state_dict():
+    import json
+    from dataclasses import asdict
+
+    config = ResidualConfig(obs_dim=10, action_dim=4, dims=(0, 1, 3))
+    again = ResidualConfig(**json.loads(json.dumps(asdict(config))))
+    assert again == config and again.dims == (0, 1, 3)
+    # older checkpoints (no mask) load strictly into a masked module and vice versa
+    assert set(ResidualPolicy(again).state_dict()) == set(_policy().state_dict())
+
+
+def test_dims_are_validated():
+    for bad in ((), (4,), (1, 1), (-1,)):
+        with pytest.raises(ValueError, match="dims"):
+            ResidualConfig(obs_dim=4, action_dim=4, dims=bad)

@@ -19,7 +19,7 @@ def test_a_service_redis_url_wins_over_the_shared_one(monkeypatch):
 
 def test_settings_env_reads_back_as_the_same_settings(monkeypatch):
     given = {"batch_size": 8, "base_negative": True, "out": "runs/x", "mode": "expert_corrected",
-             "local_noise": 0.05, "policy_token": "secret"}
+             "local_noise": 0.05, "policy_token": "secret", "residual_dims": [0, 1, 2, 6]}
     trainer = TrainerSettings.model_validate(given)
     env = settings_env(trainer)
     assert set(env) == {f"W2A_TRAINER_{k.upper()}" for k in given}  # only what was given travels
@@ -28,6 +28,9 @@ def test_settings_env_reads_back_as_the_same_settings(monkeypatch):
     child = TrainerSettings()
     for name in given:
         assert getattr(child, name) == getattr(trainer, name), name
+    assert child.trainer_config().residual_dims == (0, 1, 2, 6)
+    monkeypatch.delenv("W2A_TRAINER_RESIDUAL_DIMS")
+    assert TrainerSettings().trainer_config().residual_dims is None  # the default moves every dimension
 
 
 def test_bad_values_fail_where_the_settings_are_built():
