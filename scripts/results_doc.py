@@ -85,6 +85,7 @@ def task_row_label(task: str) -> str:
 def render(s: dict, command: str, reading: str, commit: str = "") -> str:
     p = s["profile"]
     libero = p.get("sim") == "libero"
+    extra = [t for t in p.get("base_tasks", []) if t not in p["tasks"]]
     evaluation = (f"evaluation: the suite's {p['eval_episodes']} official init states per task (LIBERO's "
                   "protocol; demos and rollouts come from sampled placements, never these), both arms on "
                   "the same ones" if libero else
@@ -96,8 +97,12 @@ def render(s: dict, command: str, reading: str, commit: str = "") -> str:
              f"Machine: {machine()}. Total {s['total_seconds'] / 60:.0f} min.", "",
              f"Tasks: {', '.join(p['tasks'])}. Expert demos per task: {p['demos_per_task']} (world model, "
              f"Stage 1); the base VLA was trained on {p['base_demos_per_task']} per task, deliberately "
-             f"few. Rollouts: {p['rollout_rounds']} rounds x {p['rollout_episodes_per_task']} episodes per "
-             f"task on rollout seeds; {evaluation}.", "",
+             f"few" + (f", on these and {len(extra)} more tasks it is not evaluated on ({', '.join(extra)}), "
+                       "one base for the suite as LIBERO's policies are" if extra else "")
+             + f". Rollouts: {p['rollout_rounds']} rounds x {p['rollout_episodes_per_task']} episodes per "
+             f"task on rollout seeds; {evaluation}."
+             + (f" The residual moves action dimensions {', '.join(map(str, p['residual_dims']))} only."
+                if p.get("residual_dims") else ""), "",
              "## Before / after", "",
              *(["| suite | task | episodes per arm | base | base + World2Act | difference |",
                 "| --- | --- | --- | --- | --- | --- |"] if libero else
