@@ -506,6 +506,7 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
             report.update(_stage1_and_wm_eval(stack, out, out / "data", p, pooled_arm,
                                               wm_eval="world_model_eval" not in report))
         report.update(_train_and_evaluate_arms(stack, out, p, clock))
+        _write_report(out, report, clock)  # the evaluation is on disk before the GIF and the charts
         clock.start("Skill-WM GIF and the report")
         gif = _skill_wm_gif(stack.wm_url, out / "data", p.tasks[0], out / "skill_wm.gif", 8)
         report["gif"] = gif.name if gif else None
@@ -513,11 +514,16 @@ def run_demo(out: Path, profile: DemoProfile, reuse: Path | None = None) -> dict
         stack.stop()
     report["plots"] = _draw_plots(out, report)
     clock.stop()
-    report["phase_seconds"] = clock.seconds
+    _write_report(out, report, clock)
+    return report
+
+
+def _write_report(out: Path, report: dict, clock: PhaseClock) -> None:
+    """report.json and report.md with the phase timings so far (written again when a later phase ends)."""
+    report["phase_seconds"] = dict(clock.seconds)
     report["total_seconds"] = round(sum(clock.seconds.values()), 1)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "report.md").write_text(render_report(report))
-    return report
 
 
 def _pretrain(out: Path, p: DemoProfile, reuse: Path | None, clock: PhaseClock, report: dict, spawn

@@ -22,7 +22,8 @@ def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
     z, p = 1.959964, successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # min/max with p: at k = n the upper bound rounds to 0.9999999999999999, below the rate itself
+    return (float(max(0.0, min(p, centre - half))), float(min(1.0, max(p, centre + half))))
 
 
 def mcnemar_exact(gained: int, lost: int) -> float:

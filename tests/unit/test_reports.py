@@ -109,6 +109,10 @@ def test_charts_name_their_axes_and_draw_every_series(tmp_path):
     rows = [{"task": "push-v3", "arm": arm, "success_rate": r, "ci95": [r - 0.05, r + 0.05], "episodes": 50}
             for arm, r in (("base", 0.3), ("w2a", 0.4))]
     assert plot_success_by_arm(tmp_path / "arms.png", rows).exists()
+    from w2a_models.stats import wilson_ci95  # a perfect arm (50/50: runs/libero8's report died on it)
+    perfect = [{"task": "libero_object:1", "arm": "w2a", "success_rate": 1.0, "ci95": list(wilson_ci95(50, 50)),
+                "episodes": 50}]
+    assert plot_success_by_arm(tmp_path / "perfect.png", perfect).exists()
     versions = {0: {"success_rate": 0.25, "episodes": 8}, 3: {"success_rate": 0.5, "episodes": 4}}
     assert matplotlib.image.imread(plot_success_by_version(tmp_path / "v.png", versions, "by version")).ndim == 3
     with pytest.raises(ValueError, match="nothing to plot"):

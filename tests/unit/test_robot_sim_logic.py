@@ -13,6 +13,10 @@ def test_wilson_interval_brackets_the_rate_and_stays_in_range():
     assert wilson_ci95(0, 20)[0] == 0.0 and wilson_ci95(0, 20)[1] < 0.2
     assert wilson_ci95(20, 20)[1] == 1.0 and wilson_ci95(20, 20)[0] > 0.8
     assert wilson_ci95(0, 0) == (0.0, 1.0)
+    for n in range(1, 201):  # every count brackets its rate exactly (50/50 once rounded below 1.0)
+        for k in (0, 1, n - 1, n):
+            lo, hi = wilson_ci95(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)
 
 
 def test_seeds_are_split_over_robots_exactly_once():
