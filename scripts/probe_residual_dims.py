@@ -8,7 +8,7 @@ the full residual loses them names where the harm is. Output: one JSON line per 
 and a summary table.
 
     .venv/bin/python scripts/probe_residual_dims.py --run runs/libero5 --out runs/probe_dims \\
-        --tasks libero_object:5,libero_object:1,libero_object:6 --masks none,all,0-1-2,all@0.1
+        --tasks libero_object:5,libero_object:1,libero_object:6 --masks none,all,0-1-2,all@0.1,sign@0.1
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from services.robot_sim.seeds import ROLLOUT_SEEDS_START
 from w2a_models.stats import mcnemar_exact, wilson_ci95
@@ -31,19 +32,27 @@ PROBE_SEEDS_START = ROLLOUT_SEEDS_START + 80_000  # pilot_base.py's placements: 
 RANDOM_RMS = (0.5, 0.55, 0.5, 0.05, 0.05, 0.05, 0.7)
 
 
-def _variant(text: str) -> tuple[tuple[int, ...] | None, float]:
+class Variant(NamedTuple):
+    kind: str  # "base" (no residual), "residual" (the trained one), "gauss" or "sign" (random controls)
+    dims: tuple[int, ...]  # the residual's dimensions kept (() = all it moves)
+    factor: float  # scale of the residual, or of the random control
+
+
+def _variant(text: str) -> Variant:
     """'none' -> the base alone; 'all' -> every dimension; '0-1-2' -> only those; '@0.1' after
     either scales the residual by 0.1 (a bound 10x smaller); 'random@0.1' -> Gaussian noise of
-    0.1 x RANDOM_RMS instead of the trained residual (a control for the direction)."""
+    0.1 x RANDOM_RMS instead of the trained residual; 'sign@0.1' -> +-0.1 with a random sign on
+    every element the run's residual may move (a saturated residual's size without its
+    direction). The random ones are controls for the direction."""
     dims, _, scale = text.partition("@")
     factor = float(scale) if scale else 1.0
-    if dims == "random":
-        return (-1,), factor
+    if dims in ("random", "sign"):
+        return Variant("gauss" if dims == "random" else "sign", (), factor)
     if dims == "none":
-        return None, factor
+        return Variant("base", (), factor)
     if dims == "all":
-        return (), factor
-    return tuple(int(d) for d in dims.split("-")), factor
+        return Variant("residual", (), factor)
+    return Variant("residual", tuple(int(d) for d in dims.split("-")), factor)
 
 
 def _episodes(job: tuple) -> dict:
@@ -62,24 +71,28 @@ def _episodes(job: tuple) -> dict:
 
     torch.set_num_threads(1)
     base = TinyVLA.load(run / "base")
-    dims, factor = _variant(mask_text)
+    variant = _variant(mask_text)
     residual = None
     dim = base.spec.action_dim
-    if dims == (-1,):
-        noise_std = factor * np.asarray(RANDOM_RMS[:dim], dtype=np.float32)
-    elif dims is not None:
+    if variant.kind == "gauss":
+        noise_std = variant.factor * np.asarray(RANDOM_RMS[:dim], dtype=np.float32)
+    if variant.kind in ("residual", "sign"):
         residual = TrainerCheckpoint(run / "trainer_w2a", 1).restore().residual.eval()
+        moved = residual.dim_mask.numpy()
         keep = np.zeros(dim, dtype=np.float32)
-        keep[list(dims) if dims else slice(None)] = factor
+        keep[list(variant.dims) if variant.dims else slice(None)] = variant.factor
+        keep = keep * moved
     safety = SafetyConfig((-1.0,) * dim, (1.0,) * dim, max_norm)
     applied, rngs = [], {}
 
     def chunk(seed, out):
         """base + the variant's residual, as the policy server applies it (cap, bounds)."""
         res = np.zeros_like(out.actions)
-        if dims == (-1,):
-            rng = rngs.setdefault(seed, np.random.default_rng(seed))
+        rng = rngs.setdefault(seed, np.random.default_rng(seed))
+        if variant.kind == "gauss":
             res = (rng.standard_normal(res.shape) * noise_std).astype(np.float32)
+        elif variant.kind == "sign":
+            res = (rng.choice((-1.0, 1.0), size=res.shape) * keep).astype(np.float32)
         elif residual is not None:
             with torch.no_grad():
                 res = residual(torch.from_numpy(out.features), torch.from_numpy(out.actions)).numpy()
